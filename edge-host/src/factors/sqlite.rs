@@ -1,0 +1,264 @@
+//! `spin:sqlite/sqlite@3.1.0` over libsql, sync and async methods.
+//!
+//! Databases are opened once per app (a local file in the data dir by
+//! default, `:memory:` or a remote libsql server when the runtime config
+//! says so); a component may open only the labels its manifest grants.
+
+use crate::factors::bindings::sqlite::{self, Error, QueryResult, RowResult, Value};
+use crate::libsql_pool::DbPool;
+use crate::runtime_config::{RuntimeConfig, SqliteDatabaseConfig};
+use anyhow::Result;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::component::{
+    Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader,
+};
+
+/// Every database the app can reach, by label.
+#[derive(Default)]
+pub struct SqliteDatabases {
+    pools: BTreeMap<String, Arc<DbPool>>,
+}
+
+impl SqliteDatabases {
+    /// Opens the databases of every label some component is granted: the
+    /// runtime config's entry, or `<data-dir>/sqlite_db.db` for `default`.
+    pub async fn open(
+        labels: impl IntoIterator<Item = String>,
+        rc: &RuntimeConfig,
+        data_dir: &Path,
+    ) -> Result<Self> {
+        let mut pools = BTreeMap::new();
+        for label in labels.into_iter().collect::<HashSet<_>>() {
+            let pool = match rc.sqlite_database.get(&label) {
+                Some(SqliteDatabaseConfig::Spin { path }) => {
+                    let path = match path {
+                        Some(p) => rc.resolve(p),
+                        None => data_dir.join(format!("{label}.db")),
+                    };
+                    DbPool::open_local(&path).await?
+                }
+                Some(SqliteDatabaseConfig::Libsql { url, token }) => {
+                    DbPool::open_remote(url, token).await?
+                }
+                None if label == "default" => {
+                    DbPool::open_local(&data_dir.join("sqlite_db.db")).await?
+                }
+                // Granted but not configured: `open` answers no-such-database.
+                None => continue,
+            };
+            pools.insert(label, Arc::new(pool));
+        }
+        Ok(Self { pools })
+    }
+}
+
+/// Per-instance state: what this component may open.
+pub struct SqliteCtx {
+    pub granted: Arc<HashSet<String>>,
+    pub databases: Arc<SqliteDatabases>,
+}
+
+/// An open connection (the `connection` resource).
+pub struct Connection {
+    conn: Option<libsql::Connection>,
+    pool: Arc<DbPool>,
+}
+
+impl Connection {
+    fn conn(&self) -> &libsql::Connection {
+        self.conn.as_ref().expect("connection is present until drop")
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.put(c);
+        }
+    }
+}
+
+pub struct SqliteView<'a> {
+    pub ctx: &'a mut SqliteCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+pub struct SqliteFactor;
+
+impl HasData for SqliteFactor {
+    type Data<'a> = SqliteView<'a>;
+}
+
+fn pool_for(ctx: &SqliteCtx, label: &str) -> Result<Arc<DbPool>, Error> {
+    if !ctx.granted.contains(label) {
+        return Err(Error::AccessDenied);
+    }
+    ctx.databases.pools.get(label).cloned().ok_or(Error::NoSuchDatabase)
+}
+
+async fn open_connection(pool: Arc<DbPool>) -> Result<Connection, Error> {
+    let conn = pool.get().await.map_err(io_error)?;
+    Ok(Connection { conn: Some(conn), pool })
+}
+
+fn io_error(e: impl std::fmt::Display) -> Error {
+    Error::Io(e.to_string())
+}
+
+fn to_libsql(v: Value) -> libsql::Value {
+    match v {
+        Value::Integer(i) => libsql::Value::Integer(i),
+        Value::Real(f) => libsql::Value::Real(f),
+        Value::Text(s) => libsql::Value::Text(s),
+        Value::Blob(b) => libsql::Value::Blob(b),
+        Value::Null => libsql::Value::Null,
+    }
+}
+
+fn from_libsql(v: libsql::Value) -> Value {
+    match v {
+        libsql::Value::Integer(i) => Value::Integer(i),
+        libsql::Value::Real(f) => Value::Real(f),
+        libsql::Value::Text(s) => Value::Text(s),
+        libsql::Value::Blob(b) => Value::Blob(b),
+        libsql::Value::Null => Value::Null,
+    }
+}
+
+/// Runs one statement to completion and collects its rows.
+async fn run_statement(
+    conn: &libsql::Connection,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<QueryResult, Error> {
+    let params: Vec<libsql::Value> = params.into_iter().map(to_libsql).collect();
+    let mut rows = conn.query(statement, params).await.map_err(io_error)?;
+    let n = rows.column_count();
+    let columns = (0..n)
+        .map(|i| rows.column_name(i).unwrap_or_default().to_string())
+        .collect();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await.map_err(io_error)? {
+        let values = (0..n)
+            .map(|i| row.get_value(i).map(from_libsql).map_err(io_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(RowResult { values });
+    }
+    Ok(QueryResult { columns, rows: out })
+}
+
+fn with_conn<T>(
+    accessor: &Accessor<T, SqliteFactor>,
+    conn: &Resource<Connection>,
+) -> wasmtime::Result<Result<libsql::Connection, Error>> {
+    accessor.with(|mut access| {
+        let view = access.get();
+        Ok(match view.table.get(conn) {
+            Ok(c) => Ok(c.conn().clone()),
+            Err(_) => Err(Error::InvalidConnection),
+        })
+    })
+}
+
+impl sqlite::Host for SqliteView<'_> {}
+
+impl sqlite::HostConnection for SqliteView<'_> {
+    async fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        let pool = match pool_for(self.ctx, &database) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match open_connection(pool).await {
+            Ok(c) => Ok(self.table.push(c)?),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn execute(
+        &mut self,
+        conn: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, Error>> {
+        let conn = match self.table.get(&conn) {
+            Ok(c) => c.conn().clone(),
+            Err(_) => return Ok(Err(Error::InvalidConnection)),
+        };
+        Ok(run_statement(&conn, &statement, parameters).await)
+    }
+
+    fn last_insert_rowid(&mut self, conn: Resource<Connection>) -> wasmtime::Result<i64> {
+        Ok(self.table.get(&conn)?.conn().last_insert_rowid())
+    }
+
+    fn changes(&mut self, conn: Resource<Connection>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&conn)?.conn().changes())
+    }
+
+    fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(conn)?;
+        Ok(())
+    }
+}
+
+impl sqlite::HostConnectionWithStore for SqliteFactor {
+    async fn open_async<T>(
+        accessor: &Accessor<T, Self>,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        let pool = accessor.with(|mut access| pool_for(access.get().ctx, &database));
+        let pool = match pool {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let conn = match open_connection(pool).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        accessor.with(|mut access| Ok(Ok(access.get().table.push(conn)?)))
+    }
+
+    async fn execute_async<T>(
+        accessor: &Accessor<T, Self>,
+        conn: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<
+        Result<(Vec<String>, StreamReader<RowResult>, FutureReader<Result<(), Error>>), Error>,
+    > {
+        let conn = match with_conn(accessor, &conn)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The statement runs to completion before the rows are streamed:
+        // SQLite rows are produced synchronously anyway, and a finished
+        // statement releases its locks before the guest reads at its pace.
+        let result = match run_statement(&conn, &statement, parameters).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        accessor.with(|mut access| {
+            let rows = StreamReader::new(&mut access, result.rows)?;
+            let done = FutureReader::new(&mut access, async {
+                wasmtime::Result::<Result<(), Error>>::Ok(Ok(()))
+            })?;
+            Ok(Ok((result.columns, rows, done)))
+        })
+    }
+
+    async fn last_insert_rowid_async<T>(
+        accessor: &Accessor<T, Self>,
+        conn: Resource<Connection>,
+    ) -> wasmtime::Result<i64> {
+        accessor.with(|mut access| Ok(access.get().table.get(&conn)?.conn().last_insert_rowid()))
+    }
+
+    async fn changes_async<T>(
+        accessor: &Accessor<T, Self>,
+        conn: Resource<Connection>,
+    ) -> wasmtime::Result<u64> {
+        accessor.with(|mut access| Ok(access.get().table.get(&conn)?.conn().changes()))
+    }
+}
