@@ -41,8 +41,7 @@ impl DbPool {
             pool.shared = Some(conn);
         } else {
             // WAL lets readers proceed while one request writes.
-            let mut rows = conn.query("PRAGMA journal_mode=WAL", ()).await?;
-            while rows.next().await?.is_some() {}
+            pragma(&conn, "PRAGMA journal_mode=WAL").await?;
             pool.put(conn);
         }
         Ok(pool)
@@ -63,7 +62,7 @@ impl DbPool {
             conn.busy_timeout(Duration::from_secs(5))?;
             // Deleted content is overwritten, not left in free pages: the
             // edge stores encrypted health data and erasure must be real.
-            conn.execute("PRAGMA secure_delete=ON", ()).await?;
+            pragma(&conn, "PRAGMA secure_delete=ON").await?;
         }
         Ok(conn)
     }
@@ -91,4 +90,11 @@ impl DbPool {
             idle.push(conn);
         }
     }
+}
+
+/// Runs a PRAGMA (which may answer with rows) and discards its answer.
+async fn pragma(conn: &libsql::Connection, sql: &str) -> Result<()> {
+    let mut rows = conn.query(sql, ()).await.with_context(|| sql.to_string())?;
+    while rows.next().await?.is_some() {}
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! edge-host: runs a Spin manifest-v2 application (spin-sdk 7 components)
 //! on wasmtime, with Spin's host interfaces backed by libsql.
 
+mod compose;
 mod factors;
 mod libsql_pool;
 mod manifest;
@@ -67,6 +68,7 @@ fn main() {
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct App {
     pub name: String,
-    /// Directory of the manifest: component sources are relative to it.
-    pub base_dir: PathBuf,
     pub variables: BTreeMap<String, VariableDecl>,
     pub routes: Vec<HttpRoute>,
     pub components: BTreeMap<String, ComponentDecl>,
@@ -26,9 +24,12 @@ pub struct VariableDecl {
     pub default: Option<String>,
     #[serde(default)]
     pub required: bool,
+    /// Secret values are never logged; edge-host logs no variable values at all.
     #[serde(default)]
+    #[allow(dead_code)]
     pub secret: bool,
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: Option<String>,
 }
 
@@ -331,7 +332,6 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<App> {
 
     Ok(App {
         name: raw.application.name,
-        base_dir: base_dir.to_path_buf(),
         variables: raw.variables,
         routes,
         components,

@@ -33,7 +33,6 @@ pub struct Limits {
 
 /// Everything shared by all instances of the app.
 pub struct Runtime {
-    pub engine: Engine,
     pub components: BTreeMap<String, Arc<PreparedComponent>>,
 }
 
@@ -75,7 +74,7 @@ pub fn engine() -> Result<Engine> {
 }
 
 fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
-    let mut linker = Linker::new(engine);
+    let mut linker = Linker::<InstanceState>::new(engine);
     // spin-sdk 7 components import WASI 0.2 (Rust's wasip2 std) and 0.3.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
@@ -123,11 +122,12 @@ impl Runtime {
         let routed: HashSet<&str> = app.routes.iter().map(|r| r.component.as_str()).collect();
         let mut components = BTreeMap::new();
         for decl in app.components.values().filter(|c| routed.contains(c.id.as_str())) {
-            let component = compile(&engine, decl)?;
+            let component = compile(&engine, app, decl)?;
             let pre = linker
                 .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
                 .with_context(|| format!("component `{}` imports an interface edge-host does not provide", decl.id))?;
-            let pre = ServicePre::new(pre).with_context(|| {
+            let pre = ServicePre::new(pre).map_err(anyhow::Error::from).with_context(|| {
                 format!("component `{}` does not export wasi:http/handler@0.3.0 (build it with spin-sdk 7 `#[http_service]`)", decl.id)
             })?;
             let set = |v: &Vec<String>| Arc::new(v.iter().cloned().collect::<HashSet<_>>());
@@ -156,21 +156,32 @@ impl Runtime {
                 }),
             );
         }
-        Ok(Self { engine, components })
+        Ok(Self { components })
     }
 }
 
-fn compile(engine: &Engine, decl: &ComponentDecl) -> Result<Component> {
-    let path = &decl.source;
+fn compile(engine: &Engine, app: &App, decl: &ComponentDecl) -> Result<Component> {
+    let bytes = read_component(&decl.id, &decl.source)?;
+    let bytes = if decl.dependencies.is_empty() {
+        bytes
+    } else {
+        crate::compose::compose(app, decl, bytes)
+            .with_context(|| format!("component `{}`: cannot satisfy its dependencies", decl.id))?
+    };
+    Component::from_binary(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("component `{}`: cannot compile {}", decl.id, decl.source.display()))
+}
+
+/// Reads a component file, naming the component and path when it is missing.
+pub fn read_component(id: &str, path: &Path) -> Result<Vec<u8>> {
     if !path.is_file() {
         bail!(
-            "component `{}`: source file {} does not exist (build the components first: `cargo xtask build-components`)",
-            decl.id,
+            "component `{id}`: source file {} does not exist (build the components first: `cargo xtask build-components`)",
             path.display()
         );
     }
-    Component::from_file(engine, path)
-        .with_context(|| format!("component `{}`: cannot compile {}", decl.id, path.display()))
+    std::fs::read(path).with_context(|| format!("component `{id}`: cannot read {}", path.display()))
 }
 
 impl PreparedComponent {

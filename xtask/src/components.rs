@@ -19,7 +19,11 @@ struct Package {
 
 /// Package names of all component crates, sorted for a stable build order.
 pub fn component_packages(root: &Path) -> Result<Vec<String>> {
-    let mut dirs: Vec<PathBuf> = vec![root.join("tests/conformance")];
+    // Test components live under tests/; product components under components/.
+    let mut dirs: Vec<PathBuf> = ["tests/conformance", "tests/greeter", "tests/dependent"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
     if let Ok(entries) = std::fs::read_dir(root.join("components")) {
         for entry in entries {
             let dir = entry?.path();

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
+mod bench;
 mod components;
 mod toolchain;
 mod up;
@@ -34,6 +35,9 @@ enum Task {
     },
     /// Build the wasm components (wasm32-wasip2, release) and print their paths.
     BuildComponents,
+    /// Load benchmarks on loopback (`cargo xtask bench edge`).
+    #[command(subcommand)]
+    Bench(bench::BenchTarget),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +47,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Up(args) => up::run(&root, args),
         Task::Test { cargo_args } => test(&root, &cargo_args),
+        Task::Bench(target) => bench::run(&root, target),
         Task::BuildComponents => {
             toolchain::ensure_wasm_target()?;
             for wasm in components::build_all(&root)? {

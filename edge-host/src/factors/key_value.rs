@@ -175,8 +175,8 @@ fn store_of<T>(
     accessor.with(|mut access| Ok(access.get().table.get(store)?.0.clone()))
 }
 
-impl kv::HostStoreWithStore for KeyValueFactor {
-    async fn open<T>(
+impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
+    async fn open(
         accessor: &Accessor<T, Self>,
         label: String,
     ) -> wasmtime::Result<Result<Resource<StoreHandle>, Error>> {
@@ -192,7 +192,7 @@ impl kv::HostStoreWithStore for KeyValueFactor {
         })
     }
 
-    async fn get<T>(
+    async fn get(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
         key: String,
@@ -200,7 +200,7 @@ impl kv::HostStoreWithStore for KeyValueFactor {
         Ok(store_of(accessor, &store)?.get(&key).await)
     }
 
-    async fn set<T>(
+    async fn set(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
         key: String,
@@ -209,7 +209,7 @@ impl kv::HostStoreWithStore for KeyValueFactor {
         Ok(store_of(accessor, &store)?.set(&key, value).await)
     }
 
-    async fn delete<T>(
+    async fn delete(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
         key: String,
@@ -217,7 +217,7 @@ impl kv::HostStoreWithStore for KeyValueFactor {
         Ok(store_of(accessor, &store)?.delete(&key).await)
     }
 
-    async fn exists<T>(
+    async fn exists(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
         key: String,
@@ -225,7 +225,7 @@ impl kv::HostStoreWithStore for KeyValueFactor {
         Ok(store_of(accessor, &store)?.get(&key).await.map(|v| v.is_some()))
     }
 
-    async fn get_keys<T>(
+    async fn get_keys(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {

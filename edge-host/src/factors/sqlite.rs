@@ -203,8 +203,8 @@ impl sqlite::HostConnection for SqliteView<'_> {
     }
 }
 
-impl sqlite::HostConnectionWithStore for SqliteFactor {
-    async fn open_async<T>(
+impl<T> sqlite::HostConnectionWithStore<T> for SqliteFactor {
+    async fn open_async(
         accessor: &Accessor<T, Self>,
         database: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
@@ -220,7 +220,7 @@ impl sqlite::HostConnectionWithStore for SqliteFactor {
         accessor.with(|mut access| Ok(Ok(access.get().table.push(conn)?)))
     }
 
-    async fn execute_async<T>(
+    async fn execute_async(
         accessor: &Accessor<T, Self>,
         conn: Resource<Connection>,
         statement: String,
@@ -248,14 +248,14 @@ impl sqlite::HostConnectionWithStore for SqliteFactor {
         })
     }
 
-    async fn last_insert_rowid_async<T>(
+    async fn last_insert_rowid_async(
         accessor: &Accessor<T, Self>,
         conn: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
         accessor.with(|mut access| Ok(access.get().table.get(&conn)?.conn().last_insert_rowid()))
     }
 
-    async fn changes_async<T>(
+    async fn changes_async(
         accessor: &Accessor<T, Self>,
         conn: Resource<Connection>,
     ) -> wasmtime::Result<u64> {

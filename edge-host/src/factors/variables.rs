@@ -127,8 +127,8 @@ impl HasData for VariablesFactor {
 
 impl vars::Host for &mut VariablesCtx {}
 
-impl vars::HostWithStore for VariablesFactor {
-    async fn get<T>(
+impl<T> vars::HostWithStore<T> for VariablesFactor {
+    async fn get(
         accessor: &Accessor<T, Self>,
         name: String,
     ) -> wasmtime::Result<Result<String, vars::Error>> {

@@ -1,0 +1,398 @@
+//! `cargo xtask bench edge`: load-tests edge-host on loopback.
+//!
+//! Builds edge-host (release) and the conformance component, starts the
+//! host on a free 127.0.0.1 port with a temp data dir, seeds one sqlite
+//! row, then drives `/json` and `/sql-row` with a keep-alive HTTP/1.1 load
+//! generator (tokio + hyper: N connections, each sending its next request
+//! as soon as the previous response is read, for a fixed duration) and
+//! prints requests, req/s, p50, p99 and errors per route.
+//!
+//! Targets (issue #2, 2 cores, load generator on the same machine):
+//! `/json` ≥ 6,000 req/s with p99 < 10 ms; `/sql-row` ≥ 2,000 req/s.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Bytes;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchTarget {
+    /// Benchmark edge-host serving the conformance component (`/json`,
+    /// `/sql-row`) on 127.0.0.1.
+    Edge(EdgeArgs),
+}
+
+#[derive(Args)]
+pub struct EdgeArgs {
+    /// Measured seconds per route (1–300).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Warm-up seconds per route, not measured (0–60).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Concurrent keep-alive connections (1–1024).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Load-generator worker threads (the host gets the rest of the cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Use this edge-host binary instead of building target/release/edge-host.
+    #[arg(long)]
+    edge_host: Option<PathBuf>,
+    /// Skip the cargo builds (use what is already built).
+    #[arg(long)]
+    no_build: bool,
+}
+
+pub fn run(root: &Path, target: BenchTarget) -> Result<()> {
+    match target {
+        BenchTarget::Edge(args) => edge(root, args),
+    }
+}
+
+struct Route {
+    path: &'static str,
+    /// Required req/s and p99 bound (ms), from the issue.
+    min_rps: f64,
+    max_p99_ms: Option<f64>,
+}
+
+const ROUTES: &[Route] = &[
+    Route { path: "/json", min_rps: 6000.0, max_p99_ms: Some(10.0) },
+    Route { path: "/sql-row", min_rps: 2000.0, max_p99_ms: None },
+];
+
+fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
+    if !(1..=300).contains(&args.duration) || args.warmup > 60 {
+        bail!("--duration must be 1..=300 s and --warmup 0..=60 s");
+    }
+    if !(1..=1024).contains(&args.connections) || !(1..=16).contains(&args.threads) {
+        bail!("--connections must be 1..=1024 and --threads 1..=16");
+    }
+    let edge_host = match &args.edge_host {
+        Some(p) => p.clone(),
+        None => root.join("target/release/edge-host"),
+    };
+    if !args.no_build {
+        crate::toolchain::ensure_wasm_target()?;
+        crate::run(crate::cargo().args([
+            "build", "--release", "--target", crate::components::WASM_TARGET, "-p", "conformance",
+        ]))?;
+        if args.edge_host.is_none() {
+            crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host"]))?;
+        }
+    }
+    let wasm = root.join("target/wasm32-wasip2/release/conformance.wasm");
+    if !wasm.is_file() {
+        bail!("{} is missing (run without --no-build)", wasm.display());
+    }
+
+    let dir = TempDir::new()?;
+    let manifest = dir.0.join("spin.toml");
+    std::fs::write(&manifest, bench_manifest(&wasm))?;
+    let data_dir = dir.0.join("data");
+    std::fs::create_dir_all(&data_dir)?;
+    let log = dir.0.join("edge-host.log");
+    let host = Host::start(&edge_host, &manifest, &data_dir, &log)?;
+    println!("edge-host {} at http://{} (log: {})", edge_host.display(), host.addr, log.display());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        seed(host.addr).await?;
+        for route in ROUTES {
+            check(host.addr, route.path).await?;
+        }
+        let mut rows = Vec::new();
+        for route in ROUTES {
+            if args.warmup > 0 {
+                load(host.addr, route.path, args.connections, Duration::from_secs(args.warmup)).await;
+            }
+            let stats =
+                load(host.addr, route.path, args.connections, Duration::from_secs(args.duration)).await;
+            rows.push((route, stats));
+        }
+        anyhow::Ok(rows)
+    });
+    drop(host);
+    let rows = result?;
+
+    println!(
+        "\n{} connections, {} s per route (after {} s warm-up), load generator: {} thread(s)\n",
+        args.connections, args.duration, args.warmup, args.threads
+    );
+    println!(
+        "{:<10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}  target",
+        "route", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for (route, s) in &rows {
+        let rps = s.ok as f64 / s.elapsed.as_secs_f64();
+        let (p50, p99, max) = (s.percentile(50.0), s.percentile(99.0), s.percentile(100.0));
+        let pass = rps >= route.min_rps && route.max_p99_ms.is_none_or(|m| p99 < m) && s.errors == 0;
+        let target = match route.max_p99_ms {
+            Some(m) => format!("≥ {:.0} req/s, p99 < {m} ms", route.min_rps),
+            None => format!("≥ {:.0} req/s", route.min_rps),
+        };
+        println!(
+            "{:<10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8}  {target}: {}",
+            route.path,
+            s.ok,
+            rps,
+            p50,
+            p99,
+            max,
+            s.errors,
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    Ok(())
+}
+
+/// The bench app: the conformance component on the two measured exact
+/// routes plus `/api/...` (used to seed the row), default sqlite granted.
+fn bench_manifest(wasm: &Path) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+
+[application]
+name = "edge-bench"
+version = "0.1.0"
+
+[[trigger.http]]
+route = "/json"
+component = "conformance"
+
+[[trigger.http]]
+route = "/sql-row"
+component = "conformance"
+
+[[trigger.http]]
+route = "/api/..."
+component = "conformance"
+
+[component.conformance]
+source = "{}"
+sqlite_databases = ["default"]
+"#,
+        wasm.display()
+    )
+}
+
+// ------------------------------------------------------------------ host
+
+struct Host {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Host {
+    fn start(bin: &Path, manifest: &Path, data_dir: &Path, log: &Path) -> Result<Host> {
+        let mut child = Command::new(bin)
+            .arg("up")
+            .arg("--manifest")
+            .arg(manifest)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("edge-host listening on http://") {
+                    let _ = tx.send(url.trim_end_matches('/').to_string());
+                }
+            }
+        });
+        let mut host = Host { child, addr: ([127, 0, 0, 1], 0).into() };
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(addr) => {
+                host.addr = addr.parse().with_context(|| format!("listening address {addr:?}"))?;
+                if !host.addr.ip().is_loopback() {
+                    bail!("edge-host listens on {addr}, not loopback");
+                }
+                Ok(host)
+            }
+            Err(_) => {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                bail!("edge-host did not start listening; its log:\n{log}")
+            }
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        let dir = std::env::temp_dir().join(format!("edge-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+type Sender<B> = hyper::client::conn::http1::SendRequest<B>;
+
+async fn connect<B>(addr: SocketAddr) -> Result<Sender<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// One request on a fresh connection: (status, body).
+async fn once(addr: SocketAddr, method: &str, path: &str, body: &'static str) -> Result<(u16, String)> {
+    let mut sender = connect::<Full<Bytes>>(addr).await?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Creates the `bench` table with row 1 that `/sql-row` reads.
+async fn seed(addr: SocketAddr) -> Result<()> {
+    let body = r#"{"statements": [
+        {"sql": "CREATE TABLE IF NOT EXISTS bench (id INTEGER PRIMARY KEY, name TEXT)"},
+        {"sql": "INSERT OR REPLACE INTO bench (id, name) VALUES (1, 'row one')"}]}"#;
+    let (status, text) = once(addr, "POST", "/api/sql/default", body).await?;
+    if status != 200 {
+        bail!("seeding the sqlite row failed: {status} {text}");
+    }
+    Ok(())
+}
+
+async fn check(addr: SocketAddr, path: &str) -> Result<()> {
+    let (status, text) = once(addr, "GET", path, "").await?;
+    if status != 200 {
+        bail!("GET {path} answered {status}: {text}");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Stats {
+    ok: u64,
+    errors: u64,
+    /// Latencies of successful requests, microseconds, sorted.
+    latencies_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+impl Stats {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let n = self.latencies_us.len();
+        let i = ((p / 100.0) * n as f64).ceil() as usize;
+        self.latencies_us[i.clamp(1, n) - 1] as f64 / 1000.0
+    }
+}
+
+/// `connections` keep-alive connections each loop GET `path` until the
+/// deadline; reconnects after a connection error.
+async fn load(addr: SocketAddr, path: &'static str, connections: usize, duration: Duration) -> Stats {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(connection(addr, path, deadline)))
+        .collect();
+    let mut total = Stats::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            total.ok += s.ok;
+            total.errors += s.errors;
+            total.latencies_us.extend(s.latencies_us);
+        } else {
+            total.errors += 1;
+        }
+    }
+    total.elapsed = start.elapsed();
+    total.latencies_us.sort_unstable();
+    total
+}
+
+async fn connection(addr: SocketAddr, path: &'static str, deadline: Instant) -> Stats {
+    let mut s = Stats::default();
+    let host = addr.to_string();
+    'reconnect: while Instant::now() < deadline {
+        let mut sender = match connect::<Empty<Bytes>>(addr).await {
+            Ok(sender) => sender,
+            Err(_) => {
+                s.errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while Instant::now() < deadline {
+            if sender.ready().await.is_err() {
+                s.errors += 1;
+                continue 'reconnect;
+            }
+            let req = hyper::Request::get(path)
+                .header(hyper::header::HOST, &host)
+                .body(Empty::<Bytes>::new())
+                .expect("static request");
+            let t = Instant::now();
+            let resp = match sender.send_request(req).await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    s.errors += 1;
+                    continue 'reconnect;
+                }
+            };
+            let ok = resp.status() == hyper::StatusCode::OK;
+            match resp.into_body().collect().await {
+                Ok(_) if ok => {
+                    s.ok += 1;
+                    s.latencies_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                Ok(_) => s.errors += 1,
+                Err(_) => {
+                    s.errors += 1;
+                    continue 'reconnect;
+                }
+            }
+        }
+    }
+    s
+}
