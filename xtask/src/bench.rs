@@ -63,8 +63,16 @@ struct Route {
 }
 
 const ROUTES: &[Route] = &[
-    Route { path: "/json", min_rps: 6000.0, max_p99_ms: Some(10.0) },
-    Route { path: "/sql-row", min_rps: 2000.0, max_p99_ms: None },
+    Route {
+        path: "/json",
+        min_rps: 6000.0,
+        max_p99_ms: Some(10.0),
+    },
+    Route {
+        path: "/sql-row",
+        min_rps: 2000.0,
+        max_p99_ms: None,
+    },
 ];
 
 fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
@@ -81,7 +89,12 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
     if !args.no_build {
         crate::toolchain::ensure_wasm_target()?;
         crate::run(crate::cargo().args([
-            "build", "--release", "--target", crate::components::WASM_TARGET, "-p", "conformance",
+            "build",
+            "--release",
+            "--target",
+            crate::components::WASM_TARGET,
+            "-p",
+            "conformance",
         ]))?;
         if args.edge_host.is_none() {
             crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host"]))?;
@@ -99,7 +112,12 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let log = dir.0.join("edge-host.log");
     let host = Host::start(&edge_host, &manifest, &data_dir, &log)?;
-    println!("edge-host {} at http://{} (log: {})", edge_host.display(), host.addr, log.display());
+    println!(
+        "edge-host {} at http://{} (log: {})",
+        edge_host.display(),
+        host.addr,
+        log.display()
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
@@ -113,10 +131,21 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
         let mut rows = Vec::new();
         for route in ROUTES {
             if args.warmup > 0 {
-                load(host.addr, route.path, args.connections, Duration::from_secs(args.warmup)).await;
+                load(
+                    host.addr,
+                    route.path,
+                    args.connections,
+                    Duration::from_secs(args.warmup),
+                )
+                .await;
             }
-            let stats =
-                load(host.addr, route.path, args.connections, Duration::from_secs(args.duration)).await;
+            let stats = load(
+                host.addr,
+                route.path,
+                args.connections,
+                Duration::from_secs(args.duration),
+            )
+            .await;
             rows.push((route, stats));
         }
         anyhow::Ok(rows)
@@ -135,7 +164,8 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
     for (route, s) in &rows {
         let rps = s.ok as f64 / s.elapsed.as_secs_f64();
         let (p50, p99, max) = (s.percentile(50.0), s.percentile(99.0), s.percentile(100.0));
-        let pass = rps >= route.min_rps && route.max_p99_ms.is_none_or(|m| p99 < m) && s.errors == 0;
+        let pass =
+            rps >= route.min_rps && route.max_p99_ms.is_none_or(|m| p99 < m) && s.errors == 0;
         let target = match route.max_p99_ms {
             Some(m) => format!("≥ {:.0} req/s, p99 < {m} ms", route.min_rps),
             None => format!("≥ {:.0} req/s", route.min_rps),
@@ -215,10 +245,15 @@ impl Host {
                 }
             }
         });
-        let mut host = Host { child, addr: ([127, 0, 0, 1], 0).into() };
+        let mut host = Host {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+        };
         match rx.recv_timeout(Duration::from_secs(300)) {
             Ok(addr) => {
-                host.addr = addr.parse().with_context(|| format!("listening address {addr:?}"))?;
+                host.addr = addr
+                    .parse()
+                    .with_context(|| format!("listening address {addr:?}"))?;
                 if !host.addr.ip().is_loopback() {
                     bail!("edge-host listens on {addr}, not loopback");
                 }
@@ -243,7 +278,9 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<TempDir> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
         let dir = std::env::temp_dir().join(format!("edge-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(TempDir(dir))
@@ -275,7 +312,12 @@ where
 }
 
 /// One request on a fresh connection: (status, body).
-async fn once(addr: SocketAddr, method: &str, path: &str, body: &'static str) -> Result<(u16, String)> {
+async fn once(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &'static str,
+) -> Result<(u16, String)> {
     let mut sender = connect::<Full<Bytes>>(addr).await?;
     let req = hyper::Request::builder()
         .method(method)
@@ -330,7 +372,12 @@ impl Stats {
 
 /// `connections` keep-alive connections each loop GET `path` until the
 /// deadline; reconnects after a connection error.
-async fn load(addr: SocketAddr, path: &'static str, connections: usize, duration: Duration) -> Stats {
+async fn load(
+    addr: SocketAddr,
+    path: &'static str,
+    connections: usize,
+    duration: Duration,
+) -> Stats {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..connections)
@@ -384,7 +431,8 @@ async fn connection(addr: SocketAddr, path: &'static str, deadline: Instant) -> 
             match resp.into_body().collect().await {
                 Ok(_) if ok => {
                     s.ok += 1;
-                    s.latencies_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    s.latencies_us
+                        .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 }
                 Ok(_) => s.errors += 1,
                 Err(_) => {

@@ -22,8 +22,51 @@ pub fn ensure_wasm_target() -> Result<()> {
 
 /// Tools the test suites call out to. A C compiler is needed by libsql's
 /// bundled SQLite; it is installed with apt when missing.
-pub fn ensure_test_tools(_root: &Path) -> Result<()> {
-    ensure_apt_packages(&[("cc", "build-essential")])
+pub fn ensure_test_tools(root: &Path) -> Result<()> {
+    ensure_apt_packages(&[("cc", "build-essential")])?;
+    ensure_cuda_tools(root);
+    Ok(())
+}
+
+/// NVIDIA's PyPI wheels for compiling and assembling the CUDA kernels with
+/// no GPU and no toolkit (gpu-host's `cuda_ptxas` test): NVRTC and ptxas.
+/// Pinned to CUDA 13.0, the version of the GPU machines' driver (PTX from
+/// a newer NVRTC may not load there).
+const CUDA_WHEELS: &[&str] = &["nvidia-cuda-nvrtc==13.0.88", "nvidia-cuda-nvcc==13.0.88"];
+
+/// Installs [`CUDA_WHEELS`] into `target/cuda-tools` (once: a stamp file
+/// records what is there) and points `GPU_HOST_CUDA_TOOLS` at it for the
+/// test run. Failure is a warning, not an error: the kernel check then
+/// reports that it skipped, and every other test still runs.
+fn ensure_cuda_tools(root: &Path) {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let dir = target.join("cuda-tools");
+    let stamp = dir.join(".installed");
+    let want = CUDA_WHEELS.join("\n");
+    let installed = std::fs::read_to_string(&stamp).is_ok_and(|s| s == want);
+    if !installed {
+        eprintln!("xtask: installing {} into {}", CUDA_WHEELS.join(" "), dir.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:", "--target"])
+            .arg(&dir)
+            .args(CUDA_WHEELS)
+            .status();
+        match status {
+            Ok(s) if s.success() => {
+                if let Err(e) = std::fs::write(&stamp, &want) {
+                    eprintln!("xtask: warning: cannot write {}: {e}", stamp.display());
+                }
+            }
+            other => {
+                eprintln!("xtask: warning: could not install the CUDA wheels ({other:?}); the kernel compile check will skip");
+                return;
+            }
+        }
+    }
+    // SAFETY: xtask is single-threaded here; the variable is read by the
+    // `cargo test` child process.
+    unsafe { std::env::set_var("GPU_HOST_CUDA_TOOLS", &dir) };
 }
 
 /// Installs the Debian packages whose command is missing.

@@ -1,0 +1,73 @@
+//! RMSNorm, alone and fused with the preceding residual add;
+//! kernels/rmsnorm.cu. Layouts as [`cpu::ops::rmsnorm`](crate::backend::cpu::ops::rmsnorm).
+
+use super::check_len;
+use crate::backend::cuda::gpu::{Gpu, to_i32};
+use anyhow::Result;
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+fn row_launch(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `out[n, c] = inp / sqrt(mean(inp²) + eps) · weight`, row by row.
+pub fn rmsnorm_forward(
+    gpu: &Gpu,
+    out: &mut CudaSlice<f32>,
+    inp: &CudaSlice<f32>,
+    weight: &CudaSlice<f32>,
+    n: usize,
+    c: usize,
+    eps: f32,
+) -> Result<()> {
+    check_len("rmsnorm out", out.len(), n * c)?;
+    check_len("rmsnorm inp", inp.len(), n * c)?;
+    check_len("rmsnorm weight", weight.len(), c)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let c32 = to_i32(c, "rmsnorm width")?;
+    let mut launch = gpu.launch("rmsnorm_forward")?;
+    launch.arg(out).arg(inp).arg(weight).arg(&c32).arg(&eps);
+    // SAFETY: sizes checked above.
+    unsafe { launch.launch(row_launch(n)) }?;
+    Ok(())
+}
+
+/// `residual += inp`, then `out = rmsnorm(residual)`: the two steps that
+/// end one Llama sub-block and start the next, in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn residual_rmsnorm_forward(
+    gpu: &Gpu,
+    out: &mut CudaSlice<f32>,
+    residual: &mut CudaSlice<f32>,
+    inp: &CudaSlice<f32>,
+    weight: &CudaSlice<f32>,
+    n: usize,
+    c: usize,
+    eps: f32,
+) -> Result<()> {
+    check_len("rmsnorm out", out.len(), n * c)?;
+    check_len("rmsnorm residual", residual.len(), n * c)?;
+    check_len("rmsnorm inp", inp.len(), n * c)?;
+    check_len("rmsnorm weight", weight.len(), c)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let c32 = to_i32(c, "rmsnorm width")?;
+    let mut launch = gpu.launch("residual_rmsnorm_forward")?;
+    launch
+        .arg(out)
+        .arg(residual)
+        .arg(inp)
+        .arg(weight)
+        .arg(&c32)
+        .arg(&eps);
+    // SAFETY: sizes checked above.
+    unsafe { launch.launch(row_launch(n)) }?;
+    Ok(())
+}

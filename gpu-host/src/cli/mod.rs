@@ -1,0 +1,58 @@
+//! Command-line interface: one module per subcommand. Logs go to stderr
+//! (`RUST_LOG` filters them); stdout carries only results (generated text,
+//! benchmark figures).
+
+mod bench;
+mod bench_kernels;
+mod generate;
+mod init_model;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gpu-host",
+    version,
+    about = "Llama-family inference with a CPU reference backend",
+    long_about = "Llama-family inference (llama, mistral, qwen2 checkpoints in Hugging Face layout) \
+                  with a CPU reference backend.\n\nLogs go to stderr; set RUST_LOG=debug for more."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt or a chat, streaming it to stdout.
+    Generate(generate::GenerateArgs),
+    /// Write a Hugging Face checkpoint with deterministic random weights
+    /// and a tokenizer trained on the bundled corpus.
+    InitModel(init_model::InitModelArgs),
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,gpu_host=info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::InitModel(args) => init_model::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! gpu-host: Llama-family inference (and, in later issues, training and
+//! serving) with a CPU reference backend.
+//!
+//! - [`checkpoint`]: a Hugging Face checkpoint directory (config, safetensors)
+//! - [`tokenizer`]: `tokenizer.json` and the chat template
+//! - [`backend`]: the [`backend::Backend`] trait and its `cpu` reference
+//!   (ops in [`backend::cpu::ops`])
+//! - [`model`]: the decoder, written once against the trait, and its KV cache
+//! - [`generate`]: prefill, incremental decode and sampling
+//! - [`init_model`]: writing deterministic random checkpoints (tests, benchmarks)
+//! - [`bench`]: throughput measurements
+
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod generate;
+pub mod init_model;
+pub mod model;
+pub mod rng;
+pub mod tokenizer;
