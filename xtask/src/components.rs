@@ -37,6 +37,10 @@ pub fn component_packages(root: &Path) -> Result<Vec<String>> {
         let path = dir.join("Cargo.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
+        // Shared guest libraries (e.g. edge-common) are not components.
+        if !text.contains("cdylib") {
+            continue;
+        }
         let manifest: Manifest =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         names.push(manifest.package.name);
