@@ -462,7 +462,7 @@ message = "{{ greeting }} there"
         let bad = GOOD.replace("key_value_stores", "key_value_storez");
         let err = parse_str(&bad).unwrap_err().to_string();
         assert!(err.contains("spin.toml"), "{err}");
-        assert!(err.contains("line 20"), "{err}");
+        assert!(err.contains("line 19"), "{err}");
         assert!(err.contains("key_value_storez"), "{err}");
     }
 
