@@ -459,3 +459,52 @@ fn out_of_range_tokens_and_full_context_are_errors() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("exceed the context"), "{err:#}");
 }
+
+/// Continuous batching's forward step: two sequences with scattered,
+/// interleaved block tables — one prefilled in two chunks while the other
+/// decodes — give the logits each gets alone with a contiguous cache.
+#[test]
+fn batched_paged_steps_match_each_sequence_alone() {
+    use gpu_host::model::{BatchOutput, BatchSeq, SeqOutput};
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let (dir, _) = tiny(arch, 11);
+        let model = load(dir.path(), None);
+        let vocab = model.config().vocab_size;
+        let a = random_tokens(23, vocab, 1);
+        let b = random_tokens(9, vocab, 2);
+        let want_a = all_logits(&model, &a, 64);
+        let want_b = all_logits(&model, &b, 64);
+
+        let bs = 4;
+        let mut cache = model.new_paged_cache(bs, 32).unwrap();
+        let mut act = model.new_batch_activations(32, 4).unwrap();
+        let blocks_a: Vec<u32> = vec![5, 0, 9, 2, 30, 7];
+        let blocks_b: Vec<u32> = vec![1, 31, 4];
+        let mut out = BatchOutput::default();
+        let row = |v: &[f32], t: usize| v[t * vocab..(t + 1) * vocab].to_vec();
+        // Step 1: a's first 10 prompt tokens (no output) + b's whole prompt.
+        let step = [
+            BatchSeq { tokens: &a[..10], pos0: 0, blocks: &blocks_a, output: SeqOutput::None },
+            BatchSeq { tokens: &b[..8], pos0: 0, blocks: &blocks_b, output: SeqOutput::LastLogits },
+        ];
+        model.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+        assert!(max_abs_diff(&out.logits, &row(&want_b, 7)) < 1e-4);
+        // Step 2: b decodes its 9th token while a finishes its prompt.
+        let step = [
+            BatchSeq { tokens: &b[8..9], pos0: 8, blocks: &blocks_b, output: SeqOutput::LastLogits },
+            BatchSeq { tokens: &a[10..22], pos0: 10, blocks: &blocks_a, output: SeqOutput::LastLogits },
+        ];
+        model.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+        assert!(max_abs_diff(&out.logits[..vocab], &row(&want_b, 8)) < 1e-4);
+        assert!(max_abs_diff(&out.logits[vocab..], &row(&want_a, 21)) < 1e-4);
+        // Step 3: a decodes alone.
+        let step = [BatchSeq { tokens: &a[22..23], pos0: 22, blocks: &blocks_a, output: SeqOutput::LastLogits }];
+        model.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+        assert!(max_abs_diff(&out.logits, &row(&want_a, 22)) < 1e-4);
+
+        // A block table too short for the positions is an error, not a panic.
+        let bad = [BatchSeq { tokens: &a[..10], pos0: 0, blocks: &blocks_a[..2], output: SeqOutput::None }];
+        let err = model.forward_batch(&mut act, &mut cache, &bad, &mut out).unwrap_err();
+        assert!(err.to_string().contains("block table"), "{err}");
+    }
+}

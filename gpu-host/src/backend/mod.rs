@@ -13,7 +13,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-pub use cpu::ops::AttentionShape;
+pub use cpu::ops::{AttentionShape, PagedSeq, PagedShape};
 
 use anyhow::Result;
 use half::bf16;
@@ -124,4 +124,46 @@ pub trait Backend: Send + Sync + 'static {
     fn swiglu_forward(&self, out: &mut Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, len: usize) -> Result<()>;
     /// `out[..len] += inp[..len]`.
     fn residual_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, len: usize) -> Result<()>;
+
+    // Serving (continuous batching over a paged KV cache). A backend that
+    // has no kernels for these yet says so; the server then refuses to
+    // start on it rather than failing mid-request.
+
+    /// Rotates row `t` of `x [n, n_heads, head_dim]` to `positions[t]`.
+    fn rope_forward_positions(
+        &self,
+        _x: &mut Self::Buffer,
+        _cos: &Self::Buffer,
+        _sin: &Self::Buffer,
+        _positions: &[u32],
+        _n_heads: usize,
+        _head_dim: usize,
+    ) -> Result<()> {
+        anyhow::bail!("{} has no paged-attention kernels yet", self.describe())
+    }
+    /// Writes row `t` of `k, v [n, n_kv_heads, head_dim]` to pool slot
+    /// `slots[t]` (see [`cpu::ops::paged`] for the layout).
+    fn paged_kv_write(
+        &self,
+        _k_pool: &mut Self::Buffer,
+        _v_pool: &mut Self::Buffer,
+        _k: &Self::Buffer,
+        _v: &Self::Buffer,
+        _slots: &[u32],
+        _shape: PagedShape,
+    ) -> Result<()> {
+        anyhow::bail!("{} has no paged-attention kernels yet", self.describe())
+    }
+    /// Causal GQA of each sequence's rows of `q` over its paged cache.
+    fn paged_attention_forward(
+        &self,
+        _out: &mut Self::Buffer,
+        _q: &Self::Buffer,
+        _k_pool: &Self::Buffer,
+        _v_pool: &Self::Buffer,
+        _seqs: &[PagedSeq],
+        _shape: PagedShape,
+    ) -> Result<()> {
+        anyhow::bail!("{} has no paged-attention kernels yet", self.describe())
+    }
 }

@@ -3,11 +3,15 @@
 //! architecture: embed → N × (RMSNorm → GQA attention with RoPE → residual
 //! → RMSNorm → SwiGLU MLP → residual) → RMSNorm → lm_head.
 
+pub mod batch;
 pub mod kv_cache;
+pub mod paged_cache;
 pub mod rope;
 pub mod weights;
 
+pub use batch::{BatchActivations, BatchOutput, BatchSeq, SeqOutput};
 pub use kv_cache::KvCache;
+pub use paged_cache::PagedKvCache;
 pub use weights::{LayerWeights, ModelWeights};
 
 use crate::backend::{AttentionShape, Backend, WeightDtype};
@@ -220,8 +224,8 @@ impl<B: Backend> Llama<B> {
     ) -> Result<()> {
         let b = &self.backend;
         let cfg = &self.config;
-        let (n, c, f) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
-        let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+        let (n, c) = (tokens.len(), cfg.hidden_size);
+        let hd = cfg.head_dim;
         let pos0 = cache.len();
         let eps = cfg.rms_norm_eps;
         let shape = AttentionShape {
@@ -236,55 +240,10 @@ impl<B: Backend> Llama<B> {
         let w = &self.weights;
         let a = act;
 
-        b.embedding_forward(&mut a.residual, tokens, &w.embed_tokens, c)?;
-        for (l, lw) in w.layers.iter().enumerate() {
-            // Attention block.
-            b.rmsnorm_forward(&mut a.normed, &a.residual, &lw.input_layernorm, n, c, eps)?;
-            b.matmul_forward(
-                &mut a.q,
-                &a.normed,
-                &lw.q_proj,
-                lw.q_bias.as_ref(),
-                n,
-                c,
-                qd,
-            )?;
-            b.matmul_forward(
-                &mut a.k,
-                &a.normed,
-                &lw.k_proj,
-                lw.k_bias.as_ref(),
-                n,
-                c,
-                kvd,
-            )?;
-            b.matmul_forward(
-                &mut a.v,
-                &a.normed,
-                &lw.v_proj,
-                lw.v_bias.as_ref(),
-                n,
-                c,
-                kvd,
-            )?;
-            b.rope_forward(
-                &mut a.q,
-                &self.rope_cos,
-                &self.rope_sin,
-                n,
-                cfg.num_heads,
-                hd,
-                pos0,
-            )?;
-            b.rope_forward(
-                &mut a.k,
-                &self.rope_cos,
-                &self.rope_sin,
-                n,
-                cfg.num_kv_heads,
-                hd,
-                pos0,
-            )?;
+        let (rope_cos, rope_sin) = (&self.rope_cos, &self.rope_sin);
+        self.decoder_layers(a, tokens, |l, a| {
+            b.rope_forward(&mut a.q, rope_cos, rope_sin, n, cfg.num_heads, hd, pos0)?;
+            b.rope_forward(&mut a.k, rope_cos, rope_sin, n, cfg.num_kv_heads, hd, pos0)?;
             b.kv_cache_write(
                 &mut cache.k[l],
                 &mut cache.v[l],
@@ -296,56 +255,8 @@ impl<B: Backend> Llama<B> {
                 hd,
                 shape.max_seq,
             )?;
-            b.attention_forward(&mut a.attn, &a.q, &cache.k[l], &cache.v[l], shape)?;
-            b.matmul_forward(
-                &mut a.proj,
-                &a.attn,
-                &lw.o_proj,
-                lw.o_bias.as_ref(),
-                n,
-                qd,
-                c,
-            )?;
-            b.residual_forward(&mut a.residual, &a.proj, n * c)?;
-            // MLP block.
-            b.rmsnorm_forward(
-                &mut a.normed,
-                &a.residual,
-                &lw.post_attention_layernorm,
-                n,
-                c,
-                eps,
-            )?;
-            b.matmul_forward(
-                &mut a.gate,
-                &a.normed,
-                &lw.gate_proj,
-                lw.gate_bias.as_ref(),
-                n,
-                c,
-                f,
-            )?;
-            b.matmul_forward(
-                &mut a.up,
-                &a.normed,
-                &lw.up_proj,
-                lw.up_bias.as_ref(),
-                n,
-                c,
-                f,
-            )?;
-            b.swiglu_forward(&mut a.hidden, &a.gate, &a.up, n * f)?;
-            b.matmul_forward(
-                &mut a.proj,
-                &a.hidden,
-                &lw.down_proj,
-                lw.down_bias.as_ref(),
-                n,
-                f,
-                c,
-            )?;
-            b.residual_forward(&mut a.residual, &a.proj, n * c)?;
-        }
+            b.attention_forward(&mut a.attn, &a.q, &cache.k[l], &cache.v[l], shape)
+        })?;
         cache.advance(n);
 
         let Some((mode, out)) = logits else {
@@ -367,6 +278,53 @@ impl<B: Backend> Llama<B> {
             }
         }
         Ok(())
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// Embeds `tokens` into `a.residual` and runs every decoder layer over
+    /// them. `attend(layer, a)` is the only part that depends on how keys
+    /// and values are cached: it rotates `a.q`/`a.k`, stores `a.k`/`a.v` and
+    /// writes the attention output to `a.attn`.
+    pub(crate) fn decoder_layers(
+        &self,
+        a: &mut Activations<B>,
+        tokens: &[u32],
+        mut attend: impl FnMut(usize, &mut Activations<B>) -> Result<()>,
+    ) -> Result<()> {
+        let b = &self.backend;
+        let cfg = &self.config;
+        let (n, c, f) = (tokens.len(), cfg.hidden_size, cfg.intermediate_size);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let eps = cfg.rms_norm_eps;
+        let w = &self.weights;
+        b.embedding_forward(&mut a.residual, tokens, &w.embed_tokens, c)?;
+        for (l, lw) in w.layers.iter().enumerate() {
+            // Attention block.
+            b.rmsnorm_forward(&mut a.normed, &a.residual, &lw.input_layernorm, n, c, eps)?;
+            b.matmul_forward(&mut a.q, &a.normed, &lw.q_proj, lw.q_bias.as_ref(), n, c, qd)?;
+            b.matmul_forward(&mut a.k, &a.normed, &lw.k_proj, lw.k_bias.as_ref(), n, c, kvd)?;
+            b.matmul_forward(&mut a.v, &a.normed, &lw.v_proj, lw.v_bias.as_ref(), n, c, kvd)?;
+            attend(l, a)?;
+            b.matmul_forward(&mut a.proj, &a.attn, &lw.o_proj, lw.o_bias.as_ref(), n, qd, c)?;
+            b.residual_forward(&mut a.residual, &a.proj, n * c)?;
+            // MLP block.
+            b.rmsnorm_forward(&mut a.normed, &a.residual, &lw.post_attention_layernorm, n, c, eps)?;
+            b.matmul_forward(&mut a.gate, &a.normed, &lw.gate_proj, lw.gate_bias.as_ref(), n, c, f)?;
+            b.matmul_forward(&mut a.up, &a.normed, &lw.up_proj, lw.up_bias.as_ref(), n, c, f)?;
+            b.swiglu_forward(&mut a.hidden, &a.gate, &a.up, n * f)?;
+            b.matmul_forward(&mut a.proj, &a.hidden, &lw.down_proj, lw.down_bias.as_ref(), n, f, c)?;
+            b.residual_forward(&mut a.residual, &a.proj, n * c)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rope_tables(&self) -> (&B::Buffer, &B::Buffer) {
+        (&self.rope_cos, &self.rope_sin)
+    }
+
+    pub(crate) fn weights(&self) -> &ModelWeights<B::Weight> {
+        &self.weights
     }
 }
 

@@ -4,7 +4,7 @@
 
 pub mod ops;
 
-use super::{AttentionShape, Backend, HostData, WeightDtype};
+use super::{AttentionShape, Backend, HostData, PagedSeq, PagedShape, WeightDtype};
 use anyhow::{Context, Result, bail};
 use half::bf16;
 
@@ -244,6 +244,46 @@ impl Backend for CpuBackend {
 
     fn residual_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, len: usize) -> Result<()> {
         ops::residual_forward(&mut out[..len], &inp[..len]);
+        Ok(())
+    }
+
+    fn rope_forward_positions(
+        &self,
+        x: &mut Vec<f32>,
+        cos: &Vec<f32>,
+        sin: &Vec<f32>,
+        positions: &[u32],
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let len = positions.len() * n_heads * head_dim;
+        ops::rope_forward_positions(&mut x[..len], cos, sin, positions, n_heads, head_dim);
+        Ok(())
+    }
+
+    fn paged_kv_write(
+        &self,
+        k_pool: &mut Vec<f32>,
+        v_pool: &mut Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        slots: &[u32],
+        shape: PagedShape,
+    ) -> Result<()> {
+        ops::paged_kv_write(k_pool, v_pool, k, v, slots, shape);
+        Ok(())
+    }
+
+    fn paged_attention_forward(
+        &self,
+        out: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k_pool: &Vec<f32>,
+        v_pool: &Vec<f32>,
+        seqs: &[PagedSeq],
+        shape: PagedShape,
+    ) -> Result<()> {
+        ops::paged_attention_forward(out, q, k_pool, v_pool, seqs, shape);
         Ok(())
     }
 }
