@@ -8,6 +8,7 @@
 //! - [`model`]: the decoder, written once against the trait, and its KV cache
 //! - [`generate`]: prefill, incremental decode and sampling
 //! - [`init_model`]: writing deterministic random checkpoints (tests, benchmarks)
+//! - [`serve`]: the HTTP inference server (continuous batching)
 //! - [`bench`]: throughput measurements
 
 pub mod backend;
@@ -17,4 +18,5 @@ pub mod generate;
 pub mod init_model;
 pub mod model;
 pub mod rng;
+pub mod serve;
 pub mod tokenizer;

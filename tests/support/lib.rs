@@ -11,6 +11,8 @@
 //! - [`MockServer`] is a tiny real HTTP/1.1 server on loopback that records
 //!   the requests it receives (the LLM backend, outbound targets).
 
+pub mod gpu_host;
+
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -55,7 +55,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 fn forward(args: ForwardArgs) -> Result<()> {
-    let model = load_model(&args.model, args.threads, args.dtype)?;
+    let model = load_model(&args.model, args.threads, args.dtype, None)?;
     let params = ForwardBenchParams { prompt_tokens: args.prompt_tokens, decode_tokens: args.decode_tokens, repeats: args.repeats };
     let bar = indicatif::ProgressBar::new(args.repeats as u64 + 1)
         .with_style(indicatif::ProgressStyle::with_template("benchmarking {bar:30} {pos}/{len} rounds").expect("valid template"));
@@ -74,7 +74,7 @@ fn forward(args: ForwardArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn load_model(dir: &Path, threads: usize, dtype: DtypeChoice) -> Result<Llama<CpuBackend>> {
+pub fn load_model(dir: &Path, threads: usize, dtype: DtypeChoice, max_seq: Option<usize>) -> Result<Llama<CpuBackend>> {
     let backend = CpuBackend::new(threads)?;
     let options = LoadOptions {
         dtype: match dtype {
@@ -82,7 +82,7 @@ pub fn load_model(dir: &Path, threads: usize, dtype: DtypeChoice) -> Result<Llam
             DtypeChoice::F32 => Some(WeightDtype::F32),
             DtypeChoice::Bf16 => Some(WeightDtype::Bf16),
         },
-        max_seq: None,
+        max_seq,
     };
     Llama::load(dir, backend, &options)
 }

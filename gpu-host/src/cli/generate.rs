@@ -65,7 +65,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let model = load_model(&args.model, args.threads, args.dtype)?;
+    let model = load_model(&args.model, args.threads, args.dtype, None)?;
     let defaults =
         GenerationDefaults::from_file_if_present(&args.model.join("generation_config.json"))?;
     let mut params =

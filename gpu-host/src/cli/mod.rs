@@ -6,6 +6,7 @@ mod bench;
 mod bench_kernels;
 mod generate;
 mod init_model;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ enum Command {
     /// Write a Hugging Face checkpoint with deterministic random weights
     /// and a tokenizer trained on the bundled corpus.
     InitModel(init_model::InitModelArgs),
+    /// Serve the model over HTTP (OpenAI chat completions, Spin's
+    /// remote_http /infer and /embed) with continuous batching.
+    Serve(serve::ServeArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -39,6 +43,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,gpu_host=info".into()),
         )
@@ -46,6 +51,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::InitModel(args) => init_model::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
