@@ -281,3 +281,25 @@ fn spin_infer_and_embed_speak_spins_exact_shapes() {
     assert_ne!(e[0], e[2]);
     assert!(v["usage"]["promptTokenCount"].as_u64().unwrap() > 6);
 }
+
+#[test]
+fn bench_serve_reports_a_table_and_json() {
+    let (host, dir) = server(&[]);
+    let json_path = dir.path().join("report.json");
+    let out = std::process::Command::new(e2e_tests::gpu_host::gpu_host_bin())
+        .args(["bench", "serve", "--url", &host.base_url, "--concurrency", "2", "--requests", "6", "--max-tokens", "8"])
+        .arg("--auth-token-file")
+        .arg(dir.path().join("token"))
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("p95 ms") && table.contains("| tiny |"), "{table}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!((report["succeeded"].as_u64(), report["errors"].as_u64()), (Some(6), Some(0)), "{report}");
+    assert!(report["latency_seconds"]["p95"].as_f64().unwrap() >= report["latency_seconds"]["p50"].as_f64().unwrap());
+    assert!(report["output_tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(host.metric("gpu_host_requests_total{endpoint=\"chat_completions\",status=\"200\"}").unwrap(), 6.0);
+}

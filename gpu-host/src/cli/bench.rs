@@ -23,6 +23,42 @@ pub enum BenchCommand {
     Forward(ForwardArgs),
     /// Per-kernel time and fraction of the device's ceiling (CUDA).
     Kernels(super::bench_kernels::KernelsArgs),
+    /// Load-test a running chat server (ours or any OpenAI-compatible one):
+    /// latency percentiles, time to first token, throughput, errors and the
+    /// P95 < 2 s SLA.
+    Serve(ServeBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ServeBenchArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    url: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Requests in total.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Conversations to send: JSONL of `{"messages": [...]}` (or plain
+    /// lines, one user turn each). Default: built-in therapy-style turns.
+    #[arg(long, value_name = "FILE")]
+    prompts: Option<PathBuf>,
+    /// Tokens to generate per request.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Generate exactly --max-tokens (sends `ignore_eos`; our server only).
+    #[arg(long)]
+    fixed_length: bool,
+    /// The `model` to ask for (default: the first of /v1/models).
+    #[arg(long)]
+    model: Option<String>,
+    /// A file holding the server's bearer token.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -51,7 +87,48 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Kernels(args) => super::bench_kernels::run(args),
+        BenchCommand::Serve(args) => serve(args),
     }
+}
+
+fn serve(args: ServeBenchArgs) -> Result<()> {
+    use gpu_host::serve::bench::{BenchServeParams, default_prompts, read_prompts, run};
+    let token = match &args.auth_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read --auth-token-file {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let prompts = match &args.prompts {
+        Some(p) => read_prompts(p)?,
+        None => default_prompts(),
+    };
+    let params = BenchServeParams {
+        url: args.url.trim_end_matches('/').to_string(),
+        model: args.model,
+        token,
+        concurrency: args.concurrency,
+        requests: args.requests,
+        max_tokens: args.max_tokens,
+        prompts,
+        fixed_length: args.fixed_length,
+    };
+    let bar = indicatif::ProgressBar::new(args.requests as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} requests {elapsed}").expect("valid template"),
+    );
+    let b = bar.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let report = runtime.block_on(run(params, move || b.inc(1)))?;
+    bar.finish_and_clear();
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn forward(args: ForwardArgs) -> Result<()> {

@@ -8,8 +8,10 @@
 //!   cancellation)
 //! - [`blocks`]: KV block allocation and prefix reuse
 //! - [`metrics`]: Prometheus text
+//! - [`bench`]: the load generator behind `gpu-host bench serve`
 
 pub mod api;
+pub mod bench;
 pub mod blocks;
 pub mod engine;
 pub mod http;
