@@ -303,3 +303,34 @@ fn bench_serve_reports_a_table_and_json() {
     assert!(report["output_tokens_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(host.metric("gpu_host_requests_total{endpoint=\"chat_completions\",status=\"200\"}").unwrap(), 6.0);
 }
+
+/// Spin's LLM interface end to end: a component's `llm::infer` and
+/// `llm::generate_embeddings` in edge-host, forwarded by its `remote_http`
+/// backend to a real gpu-host.
+#[test]
+fn edge_host_components_reach_gpu_host_through_spins_llm_interface() {
+    use e2e_tests::{AppDir, AppOptions, LLM_TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, LLM_TOKEN).unwrap();
+    // The conformance app is granted these two model names.
+    let gpu = GpuHost::start(
+        tiny_model(),
+        &["--auth-token-file", token_file.to_str().unwrap(), "--served-model-name", "llama2-chat", "--served-model-name", "all-minilm-l6-v2"],
+    )
+    .unwrap();
+    let app = AppDir::conformance(&AppOptions { allowed_outbound_hosts: None, llm_url: Some(gpu.base_url.clone()) }).unwrap();
+    let edge = app.command().spawn().unwrap();
+    let (status, body) = edge.post_json("/api/llm/infer", &json!({"model": "llama2-chat", "prompt": "How can I relax?", "options": {
+        "max_tokens": 6, "repeat_penalty": 1.1, "repeat_penalty_last_n_token_count": 64, "temperature": 0.0, "top_k": 40, "top_p": 0.9}}));
+    assert_eq!(status, 200, "{body}\n{}", gpu.stderr());
+    assert!(body["text"].is_string(), "{body}");
+    let generated = body["usage"]["generated_token_count"].as_u64().unwrap();
+    assert!((1..=6).contains(&generated), "{body}");
+    let (status, body) = edge.post_json("/api/llm/embed", &json!({"model": "all-minilm-l6-v2", "input": ["calm", "storm"]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["embeddings"].as_array().unwrap().len(), 2);
+    assert_eq!(body["embeddings"][0].as_array().unwrap().len(), 192);
+    assert!(gpu.metric("gpu_host_requests_total{endpoint=\"infer\",status=\"200\"}").unwrap() >= 1.0);
+    assert!(gpu.metric("gpu_host_requests_total{endpoint=\"embed\",status=\"200\"}").unwrap() >= 1.0);
+}

@@ -19,32 +19,121 @@ pub struct UpArgs {
     /// Where the stack keeps its data (libsql files, secrets, models).
     #[arg(long, default_value = ".data")]
     data_dir: PathBuf,
+    /// Address the gpu-host (inference) listens on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    gpu_listen: String,
+    /// Checkpoint the gpu-host serves (default: a generated model under
+    /// `<data-dir>/models/`, written on first start).
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 /// Secrets generated on first start, as `SPIN_VARIABLE_*` names.
 const GENERATED_SECRETS: &[(&str, usize)] = &[
     ("SPIN_VARIABLE_PHI_MASTER_KEY", 32),
     ("SPIN_VARIABLE_BOOTSTRAP_ADMIN_PASSWORD", 18),
+    // The bearer token between the edge and the gpu-host pool.
+    ("SPIN_VARIABLE_GPU_HOST_TOKEN", 24),
 ];
 
 pub fn run(root: &Path, args: UpArgs) -> Result<()> {
     crate::toolchain::ensure_wasm_target()?;
     crate::components::build_all(root)?;
-    crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host"]))?;
+    crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host", "-p", "gpu-host"]))?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let secrets = load_or_create_secrets(&args.data_dir.join("secrets.env"))?;
 
+    // Inference first: the edge's [llm_compute] points at it.
+    let gpu_host = root.join("target/release/gpu-host");
+    let model = match args.model {
+        Some(m) => m,
+        None => default_model(&gpu_host, &args.data_dir)?,
+    };
+    let token_file = args.data_dir.join("gpu-host.token");
+    write_private(&token_file, &secrets["SPIN_VARIABLE_GPU_HOST_TOKEN"])?;
+    let mut inference = GpuHost::start(&gpu_host, &model, &args.gpu_listen, &token_file)?;
+    println!("xtask: gpu-host serving {} on {}", model.display(), inference.url);
+
+    let runtime_config = args.data_dir.join("runtime-config.toml");
+    write_private(
+        &runtime_config,
+        &format!(
+            "# Written by `cargo xtask up`: the edge's LLM backend is the local gpu-host.\n\
+             [llm_compute]\ntype = \"remote_http\"\nurl = \"{}\"\nauth_token = \"{}\"\n",
+            inference.url, secrets["SPIN_VARIABLE_GPU_HOST_TOKEN"]
+        ),
+    )?;
     let edge = root.join("target/release/edge-host");
     let mut cmd = std::process::Command::new(edge);
     cmd.args(["up", "--manifest", "spin.toml", "--listen", &args.listen, "--data-dir"])
-        .arg(&args.data_dir);
+        .arg(&args.data_dir)
+        .arg("--runtime-config")
+        .arg(&runtime_config)
+        .env("SPIN_VARIABLE_GPU_HOSTS", &inference.url);
     for (k, v) in &secrets {
         if std::env::var_os(k).is_none() {
             cmd.env(k, v);
         }
     }
-    crate::run(&mut cmd)
+    let result = crate::run(&mut cmd);
+    inference.stop();
+    result
+}
+
+/// The model served when none is given: generated once into the data dir.
+fn default_model(gpu_host: &Path, data_dir: &Path) -> Result<PathBuf> {
+    let dir = data_dir.join("models/tiny");
+    if !dir.join("config.json").is_file() {
+        println!("xtask: writing the default model to {}", dir.display());
+        crate::run(
+            std::process::Command::new(gpu_host)
+                .args(["init-model", "--preset", "tiny", "--out"])
+                .arg(&dir),
+        )?;
+    }
+    Ok(dir)
+}
+
+/// A `gpu-host serve` child process, stopped when `up` ends.
+struct GpuHost {
+    child: std::process::Child,
+    url: String,
+}
+
+impl GpuHost {
+    fn start(bin: &Path, model: &Path, listen: &str, token_file: &Path) -> Result<GpuHost> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg("--model")
+            .arg(model)
+            .args(["--listen", listen, "--auth-token-file"])
+            .arg(token_file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(url) = line.trim().strip_prefix("gpu-host listening on ") {
+                return Ok(GpuHost { child, url: url.to_string() });
+            }
+        }
+        let status = child.wait()?;
+        anyhow::bail!("gpu-host exited with {status} before listening (see its log above)")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GpuHost {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn load_or_create_secrets(path: &Path) -> Result<BTreeMap<String, String>> {

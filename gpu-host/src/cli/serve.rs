@@ -19,9 +19,10 @@ pub struct ServeArgs {
     /// Checkpoint directory (config.json, *.safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
-    /// The name clients pass as `model` (default: the directory's name).
-    #[arg(long)]
-    served_model_name: Option<String>,
+    /// A name clients may pass as `model` (repeatable: aliases, e.g. the
+    /// model names Spin apps are granted; default: the directory's name).
+    #[arg(long = "served-model-name", value_name = "NAME")]
+    served_model_names: Vec<String>,
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
     /// A file holding the bearer token every request but /health must carry.
@@ -69,7 +70,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let opts = ServeOptions {
         model_dir: args.model.clone(),
-        model_id: args.served_model_name,
+        model_ids: args.served_model_names,
         listen: args.listen,
         auth_token,
         kv_cache_mb: args.kv_cache_mb,

@@ -23,8 +23,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub struct AppState {
     pub engine: EngineHandle,
     pub tokenizer: Arc<TextTokenizer>,
-    /// The name clients pass as `model`.
-    pub model_id: String,
+    /// The names clients may pass as `model` (aliases of the one model).
+    pub model_ids: Vec<String>,
     /// The checkpoint's generation defaults (EOS ids, sampling).
     pub defaults: GenerateParams,
     pub auth_token: Option<String>,
@@ -101,7 +101,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
     match endpoint {
         "health" => {
             expect(Method::GET)?;
-            Ok(json_response(StatusCode::OK, &json!({"status": "ok", "model": state.model_id})))
+            Ok(json_response(StatusCode::OK, &json!({"status": "ok", "models": state.model_ids})))
         }
         "metrics" => {
             expect(Method::GET)?;
@@ -109,10 +109,12 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
         }
         "models" => {
             expect(Method::GET)?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"object": "list", "data": [{"id": state.model_id, "object": "model", "created": state.started, "owned_by": "gpu-host"}]}),
-            ))
+            let data: Vec<Value> = state
+                .model_ids
+                .iter()
+                .map(|id| json!({"id": id, "object": "model", "created": state.started, "owned_by": "gpu-host"}))
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
         }
         "chat_completions" => {
             expect(Method::POST)?;
@@ -165,12 +167,12 @@ async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Ap
 }
 
 fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
-    if model == state.model_id {
+    if state.model_ids.iter().any(|m| m == model) {
         Ok(())
     } else {
         Err(ApiError {
             param: Some("model".into()),
-            ..ApiError::new(404, "invalid_request_error", format!("the model `{model}` does not exist; this server has `{}`", state.model_id))
+            ..ApiError::new(404, "invalid_request_error", format!("the model `{model}` does not exist; this server has {}", state.model_ids.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")))
                 .with_code("model_not_found")
         })
     }
@@ -266,7 +268,7 @@ async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, A
     let id = format!("chatcmpl-{:016x}{:08x}", now(), rand_u32());
     let created = now();
     if r.stream {
-        return Ok(stream_chat(state, id, created, r.include_usage, rx));
+        return Ok(stream_chat(r.model.clone(), id, created, r.include_usage, rx));
     }
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
@@ -279,7 +281,7 @@ async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, A
                         "id": id,
                         "object": "chat.completion",
                         "created": created,
-                        "model": state.model_id,
+                        "model": r.model,
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason(&f)}],
                         "usage": usage(&f),
                         "system_fingerprint": null,
@@ -302,13 +304,12 @@ fn rand_u32() -> u32 {
 /// chunk with the finish reason (and, if asked, one with usage), then
 /// `data: [DONE]`.
 fn stream_chat(
-    state: &Arc<AppState>,
+    model: String,
     id: String,
     created: u64,
     include_usage: bool,
     rx: mpsc::UnboundedReceiver<Event>,
 ) -> Response<Body> {
-    let model = state.model_id.clone();
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,

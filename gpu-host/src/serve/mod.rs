@@ -34,8 +34,9 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     pub model_dir: PathBuf,
-    /// The name clients use in `model`; default: the directory's name.
-    pub model_id: Option<String>,
+    /// The names clients may use in `model` (aliases of one model, e.g. the
+    /// names Spin apps grant); default: the directory's name.
+    pub model_ids: Vec<String>,
     pub listen: SocketAddr,
     pub auth_token: Option<String>,
     pub kv_cache_mb: usize,
@@ -84,13 +85,17 @@ pub fn engine_config(opts: &ServeOptions, config: &crate::checkpoint::ModelConfi
 
 /// Starts the engine thread and the HTTP listener; returns once listening.
 pub async fn start<B: Backend>(opts: &ServeOptions, loaded: Loaded<B>) -> Result<Server> {
-    let model_id = opts.model_id.clone().unwrap_or_else(|| {
-        opts.model_dir
+    let model_ids = if opts.model_ids.is_empty() {
+        vec![opts
+            .model_dir
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into())
-    });
+            .unwrap_or_else(|| "model".into())]
+    } else {
+        opts.model_ids.clone()
+    };
+    let model_id = model_ids[0].clone();
     let config = engine_config(opts, loaded.model.config(), &model_id)?;
     let defaults = GenerationDefaults::from_file_if_present(&opts.model_dir.join("generation_config.json"))?;
     let tokenizer = Arc::new(loaded.tokenizer);
@@ -112,7 +117,7 @@ pub async fn start<B: Backend>(opts: &ServeOptions, loaded: Loaded<B>) -> Result
     let state = Arc::new(http::AppState {
         engine,
         tokenizer,
-        model_id,
+        model_ids,
         defaults: params,
         auth_token: opts.auth_token.clone(),
         metrics,
