@@ -594,3 +594,60 @@ fn cuda_exact_attention_matches_cpu() {
         }
     }
 }
+
+/// Serving's paged ops: RoPE at per-row positions, the pool write and the
+/// paged attention of a mixed batch (a decode row and a prefill chunk over
+/// scattered block tables, with and without a sliding window).
+#[test]
+fn paged_ops_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(41);
+    for (head_dim, window) in [(64usize, None), (128, Some(7))] {
+        let s = cpu::PagedShape { n_heads: 4, n_kv_heads: 2, head_dim, block_size: 4, window };
+        let kv_dim = s.n_kv_heads * head_dim;
+        let q_dim = s.n_heads * head_dim;
+        let num_blocks = 16;
+        // RoPE at scattered positions.
+        let positions: Vec<u32> = vec![3, 17, 0, 9, 30];
+        let half = head_dim / 2;
+        let cos = normal(&mut rng, 32 * half, 1.0);
+        let sin = normal(&mut rng, 32 * half, 1.0);
+        let x = normal(&mut rng, positions.len() * q_dim, 1.0);
+        let mut want = x.clone();
+        cpu::rope_forward_positions(&mut want, &cos, &sin, &positions, s.n_heads, head_dim);
+        let mut xd = up(gpu, &x);
+        cuda::rope_forward_positions(gpu, &mut xd, &up(gpu, &cos), &up(gpu, &sin), &positions, s.n_heads, head_dim).unwrap();
+        let e = rel_err(&down(gpu, &xd), &want);
+        assert!(e < F32_TOL, "rope_forward_positions hd{head_dim}: {e}");
+
+        // Fill two sequences' caches through the pool write.
+        let blocks_a: Vec<u32> = vec![9, 2, 14, 5];
+        let blocks_b: Vec<u32> = vec![0, 11, 7];
+        let (len_a, len_b) = (13usize, 10usize);
+        let mut k_pool = vec![0f32; num_blocks * s.block_len()];
+        let mut v_pool = k_pool.clone();
+        let mut kd = up(gpu, &k_pool);
+        let mut vd = up(gpu, &v_pool);
+        for (blocks, len) in [(&blocks_a, len_a), (&blocks_b, len_b)] {
+            let k = normal(&mut rng, len * kv_dim, 1.0);
+            let v = normal(&mut rng, len * kv_dim, 1.0);
+            let slots: Vec<u32> = (0..len).map(|j| blocks[j / 4] * 4 + (j % 4) as u32).collect();
+            cpu::paged_kv_write(&mut k_pool, &mut v_pool, &k, &v, &slots, s);
+            cuda::paged_kv_write(gpu, &mut kd, &mut vd, &up(gpu, &k), &up(gpu, &v), &slots, s).unwrap();
+        }
+        assert!(rel_err(&down(gpu, &kd), &k_pool) < F32_TOL && rel_err(&down(gpu, &vd), &v_pool) < F32_TOL);
+
+        // a: decode its last position; b: a 6-row chunk at positions 4..10.
+        let seqs = [
+            cpu::PagedSeq { row0: 0, n: 1, pos0: len_a - 1, blocks: &blocks_a },
+            cpu::PagedSeq { row0: 1, n: 6, pos0: len_b - 6, blocks: &blocks_b },
+        ];
+        let q = normal(&mut rng, 7 * q_dim, 1.0);
+        let mut want = vec![0f32; q.len()];
+        cpu::paged_attention_forward(&mut want, &q, &k_pool, &v_pool, &seqs, s);
+        let mut out = poisoned(gpu, q.len());
+        cuda::paged_attention_forward(gpu, &mut out, &up(gpu, &q), &kd, &vd, &seqs, s).unwrap();
+        let e = rel_err(&down(gpu, &out), &want);
+        assert!(e < F32_TOL, "paged_attention_forward hd{head_dim} window {window:?}: {e}");
+    }
+}

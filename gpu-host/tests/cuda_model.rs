@@ -115,3 +115,54 @@ fn cuda_tiny_model_logits_match_cpu() {
         }
     }
 }
+
+/// Serving's batched step over the paged KV cache on the GPU matches the
+/// CPU's: two sequences, one prefilled in two chunks while the other
+/// decodes, with scattered block tables.
+#[test]
+fn cuda_batched_paged_steps_match_cpu() {
+    use gpu_host::model::{BatchOutput, BatchSeq, SeqOutput};
+    if let Err(why) = cuda_available() {
+        assert!(std::env::var_os("GPU_HOST_REQUIRE_CUDA").is_none(), "GPU_HOST_REQUIRE_CUDA is set but {why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(&InitSpec { seed: 5, ..InitSpec::new(Preset::Tiny, Architecture::Qwen2) }, dir.path()).unwrap();
+    let options = LoadOptions { dtype: Some(WeightDtype::F32), max_seq: Some(256) };
+    let cpu = Llama::load(dir.path(), CpuBackend::new(0).unwrap(), &options).unwrap();
+    let gpu = Llama::load(dir.path(), CudaBackend::new(0).unwrap(), &options).unwrap();
+    let vocab = cpu.config().vocab_size;
+    let mut rng = Rng::new(9);
+    let a: Vec<u32> = (0..23).map(|_| rng.below(vocab as u64) as u32).collect();
+    let b: Vec<u32> = (0..9).map(|_| rng.below(vocab as u64) as u32).collect();
+    let (blocks_a, blocks_b) = (vec![5u32, 0, 9, 2, 30, 7], vec![1u32, 31, 4]);
+    fn steps<B: Backend>(m: &Llama<B>, a: &[u32], b: &[u32], ba: &[u32], bb: &[u32]) -> Vec<f32> {
+        let mut cache = m.new_paged_cache(4, 32).unwrap();
+        let mut act = m.new_batch_activations(32, 4).unwrap();
+        let mut out = BatchOutput::default();
+        let mut all = Vec::new();
+        let plan: [Vec<BatchSeq>; 3] = [
+            vec![
+                BatchSeq { tokens: &a[..10], pos0: 0, blocks: ba, output: SeqOutput::None },
+                BatchSeq { tokens: &b[..8], pos0: 0, blocks: bb, output: SeqOutput::LastLogits },
+            ],
+            vec![
+                BatchSeq { tokens: &b[8..9], pos0: 8, blocks: bb, output: SeqOutput::LastLogits },
+                BatchSeq { tokens: &a[10..22], pos0: 10, blocks: ba, output: SeqOutput::LastLogits },
+            ],
+            vec![BatchSeq { tokens: &a[22..23], pos0: 22, blocks: ba, output: SeqOutput::HiddenSum }],
+        ];
+        for step in plan {
+            m.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+            all.extend_from_slice(&out.logits);
+            all.extend_from_slice(&out.hidden_sums);
+        }
+        all
+    }
+    let want = steps(&cpu, &a, &b, &blocks_a, &blocks_b);
+    let got = steps(&gpu, &a, &b, &blocks_a, &blocks_b);
+    let e = rel_err(&got, &want);
+    eprintln!("batched paged steps: relative error {e:.2e}");
+    assert!(e <= TOL, "{e:e} exceeds {TOL:e}");
+}

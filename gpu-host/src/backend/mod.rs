@@ -125,45 +125,37 @@ pub trait Backend: Send + Sync + 'static {
     /// `out[..len] += inp[..len]`.
     fn residual_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, len: usize) -> Result<()>;
 
-    // Serving (continuous batching over a paged KV cache). A backend that
-    // has no kernels for these yet says so; the server then refuses to
-    // start on it rather than failing mid-request.
+    // Serving: continuous batching over a paged KV cache.
 
     /// Rotates row `t` of `x [n, n_heads, head_dim]` to `positions[t]`.
     fn rope_forward_positions(
         &self,
-        _x: &mut Self::Buffer,
-        _cos: &Self::Buffer,
-        _sin: &Self::Buffer,
-        _positions: &[u32],
-        _n_heads: usize,
-        _head_dim: usize,
-    ) -> Result<()> {
-        anyhow::bail!("{} has no paged-attention kernels yet", self.describe())
-    }
+        x: &mut Self::Buffer,
+        cos: &Self::Buffer,
+        sin: &Self::Buffer,
+        positions: &[u32],
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()>;
     /// Writes row `t` of `k, v [n, n_kv_heads, head_dim]` to pool slot
     /// `slots[t]` (see [`cpu::ops::paged`] for the layout).
     fn paged_kv_write(
         &self,
-        _k_pool: &mut Self::Buffer,
-        _v_pool: &mut Self::Buffer,
-        _k: &Self::Buffer,
-        _v: &Self::Buffer,
-        _slots: &[u32],
-        _shape: PagedShape,
-    ) -> Result<()> {
-        anyhow::bail!("{} has no paged-attention kernels yet", self.describe())
-    }
+        k_pool: &mut Self::Buffer,
+        v_pool: &mut Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        slots: &[u32],
+        shape: PagedShape,
+    ) -> Result<()>;
     /// Causal GQA of each sequence's rows of `q` over its paged cache.
     fn paged_attention_forward(
         &self,
-        _out: &mut Self::Buffer,
-        _q: &Self::Buffer,
-        _k_pool: &Self::Buffer,
-        _v_pool: &Self::Buffer,
-        _seqs: &[PagedSeq],
-        _shape: PagedShape,
-    ) -> Result<()> {
-        anyhow::bail!("{} has no paged-attention kernels yet", self.describe())
-    }
+        out: &mut Self::Buffer,
+        q: &Self::Buffer,
+        k_pool: &Self::Buffer,
+        v_pool: &Self::Buffer,
+        seqs: &[PagedSeq],
+        shape: PagedShape,
+    ) -> Result<()>;
 }

@@ -1,7 +1,9 @@
 //! `gpu-host generate`: load a checkpoint on the CPU backend and stream a
 //! completion of a prompt (or a chat rendered with the model's template).
 
-use super::bench::{DtypeChoice, load_model};
+use super::device::{Device, DtypeChoice, load_model, with_model};
+use gpu_host::backend::Backend;
+use gpu_host::model::Llama;
 use anyhow::{Context, Result};
 use clap::Args;
 use gpu_host::checkpoint::GenerationDefaults;
@@ -45,6 +47,9 @@ pub struct GenerateArgs {
     /// Stop when the output contains this text (repeatable; not printed).
     #[arg(long = "stop", value_name = "TEXT")]
     stop: Vec<String>,
+    /// auto, cpu, cuda or cuda:N (auto: the GPU when one is usable).
+    #[arg(long, default_value = "auto")]
+    device: Device,
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -65,11 +70,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let model = load_model(&args.model, args.threads, args.dtype, None)?;
+    let model = load_model(&args.model, args.device, args.threads, args.dtype, None)?;
+    with_model!(model, |model| generate_on(&model, &tokenizer, &prompt_ids, &args))
+}
+
+fn generate_on<B: Backend>(model: &Llama<B>, tokenizer: &TextTokenizer, prompt_ids: &[u32], args: &GenerateArgs) -> Result<()> {
     let defaults =
         GenerationDefaults::from_file_if_present(&args.model.join("generation_config.json"))?;
     let mut params =
-        GenerateParams::from_defaults(&defaults, &model.config().eos_token_ids, &tokenizer);
+        GenerateParams::from_defaults(&defaults, &model.config().eos_token_ids, tokenizer);
     if let Some(n) = args.max_tokens {
         params.max_new_tokens = n;
     }
@@ -88,10 +97,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     params.sampling.seed = args.seed;
     params.stop_strings = args.stop.clone();
 
-    let mut generator = Generator::new(&model, &tokenizer)?;
+    let mut generator = Generator::new(model, tokenizer)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let result = generator.generate(&prompt_ids, &params, |text| {
+    let result = generator.generate(prompt_ids, &params, |text| {
         out.write_all(text.as_bytes())?;
         out.flush()?;
         Ok(())

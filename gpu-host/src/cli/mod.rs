@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_kernels;
+mod device;
 mod generate;
 mod init_model;
 mod serve;

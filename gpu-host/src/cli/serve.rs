@@ -1,6 +1,6 @@
 //! `gpu-host serve`: the inference server. See `gpu-host serve --help`.
 
-use super::bench::{DtypeChoice, load_model};
+use super::device::{Device, DtypeChoice, load_model, with_model};
 use anyhow::{Context, Result};
 use clap::Args;
 use gpu_host::serve::{Loaded, ServeOptions};
@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Largest request body accepted (bytes).
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// auto, cpu, cuda or cuda:N (auto: the GPU when one is usable).
+    #[arg(long, default_value = "auto")]
+    device: Device,
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -82,13 +85,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
     };
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = load_model(&args.model, args.threads, args.dtype, Some(args.context))?;
+    let model = load_model(&args.model, args.device, args.threads, args.dtype, Some(args.context))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = gpu_host::serve::start(&opts, Loaded { model, tokenizer }).await?;
+        let server = with_model!(model, |model| gpu_host::serve::start(&opts, Loaded { model, tokenizer }).await?);
         // The line tests and scripts wait for (stdout carries only this).
         println!("gpu-host listening on http://{}", server.addr);
         tokio::signal::ctrl_c().await.ok();

@@ -41,6 +41,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     source!("kv_cache.cu", ["kv_cache_write_f32", "kv_cache_write_bf16"]),
     source!("matmul.cu", ["matvec_forward_f32", "matvec_forward_bf16"]),
     source!(
+        "paged.cu",
+        ["rope_forward_positions", "paged_kv_write", "paged_attention_forward"]
+    ),
+    source!(
         "attention.cu",
         [
             "attention_flash_f32_hd32_w1",

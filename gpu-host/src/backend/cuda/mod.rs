@@ -23,7 +23,7 @@ pub mod ops;
 pub use device::cuda_available;
 pub use gpu::Gpu;
 
-use super::{AttentionShape, Backend, HostData, WeightDtype};
+use super::{AttentionShape, Backend, HostData, PagedSeq, PagedShape, WeightDtype};
 use anyhow::{Context, Result, bail, ensure};
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -304,5 +304,41 @@ impl Backend for CudaBackend {
         len: usize,
     ) -> Result<()> {
         ops::residual_forward(&self.gpu, out, inp, len)
+    }
+
+    fn rope_forward_positions(
+        &self,
+        x: &mut CudaSlice<f32>,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        positions: &[u32],
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        ops::rope_forward_positions(&self.gpu, x, cos, sin, positions, n_heads, head_dim)
+    }
+
+    fn paged_kv_write(
+        &self,
+        k_pool: &mut CudaSlice<f32>,
+        v_pool: &mut CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        slots: &[u32],
+        shape: PagedShape,
+    ) -> Result<()> {
+        ops::paged_kv_write(&self.gpu, k_pool, v_pool, k, v, slots, shape)
+    }
+
+    fn paged_attention_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        k_pool: &CudaSlice<f32>,
+        v_pool: &CudaSlice<f32>,
+        seqs: &[PagedSeq],
+        shape: PagedShape,
+    ) -> Result<()> {
+        ops::paged_attention_forward(&self.gpu, out, q, k_pool, v_pool, seqs, shape)
     }
 }
