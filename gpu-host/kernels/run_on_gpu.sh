@@ -59,8 +59,25 @@ step ptxas "$(bin cuda_ptxas)" --nocapture --test-threads=1
 step kernels "$(bin cuda_kernels)" --nocapture --test-threads=1
 step model "$(bin cuda_model)" --nocapture --test-threads=1
 step bench "$WORK/gpu-host" bench kernels
+# Serving on the GPU: the small preset through `serve --device cuda`,
+# loaded by `bench serve` at concurrency 1, 4 and 16.
+step init-small "$WORK/gpu-host" init-model --preset small --out "$WORK/small"
+step forward-small "$WORK/gpu-host" bench forward --model "$WORK/small" --device cuda
+serve_bench() {
+    "$WORK/gpu-host" serve --model "$WORK/small" --device cuda --listen 127.0.0.1:8091 >"$WORK/serve.out" 2>"$LOG_DIR/serve-server.log" &
+    local pid=$!
+    for _ in $(seq 1 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
+    local rc=0
+    for c in 1 4 16; do
+        "$WORK/gpu-host" bench serve --url http://127.0.0.1:8091 --concurrency $c --requests $((c * 8)) \
+            --max-tokens 64 --fixed-length --json "$LOG_DIR/serve-c$c.json" || rc=1
+    done
+    kill $pid
+    return $rc
+}
+step serve-small serve_bench
 # The sanitizers last, bounded: out-of-bounds accesses and shared-memory races.
-if command -v compute-sanitizer >/dev/null; then
+if [ -z "${SKIP_SANITIZERS:-}" ] && command -v compute-sanitizer >/dev/null; then
     step memcheck timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
         "$(bin cuda_kernels)" --test-threads=1 flash
     step racecheck timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 \
