@@ -9,6 +9,7 @@
 //! - [`generate`]: prefill, incremental decode and sampling
 //! - [`init_model`]: writing deterministic random checkpoints (tests, benchmarks)
 //! - [`bench`]: throughput measurements
+//! - [`train`]: MoE-LoRA training (ops with backward passes, model, loop)
 
 pub mod backend;
 pub mod bench;
@@ -18,3 +19,4 @@ pub mod init_model;
 pub mod model;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,5 @@
+//! Mixture-of-LoRA-experts training on the CPU reference: the ops with
+//! their backward passes ([`ops`]), the trainable model ([`model`]).
+
+pub mod float;
+pub mod ops;
