@@ -3,3 +3,4 @@
 
 pub mod float;
 pub mod ops;
+pub mod model;
