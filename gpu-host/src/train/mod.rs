@@ -4,3 +4,5 @@
 pub mod float;
 pub mod ops;
 pub mod model;
+pub mod optim;
+pub mod checkpoint;

@@ -366,6 +366,8 @@ pub struct TrainModel<T: Float> {
     pub train_base: bool,
     /// Keep only each layer's input and recompute the rest in the backward.
     pub checkpointing: bool,
+    /// The checkpoint the base was loaded from.
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl<T: Float> TrainModel<T> {
@@ -374,7 +376,9 @@ impl<T: Float> TrainModel<T> {
     /// model starts equal to the base).
     pub fn from_checkpoint(dir: &Path, moe: MoeConfig, seed: u64) -> Result<Self> {
         let ckpt = Checkpoint::open(dir)?;
-        Self::from_opened(&ckpt, moe, seed)
+        let mut model = Self::from_opened(&ckpt, moe, seed)?;
+        model.base_dir = Some(dir.to_path_buf());
+        Ok(model)
     }
 
     pub fn from_opened(ckpt: &Checkpoint, moe: MoeConfig, seed: u64) -> Result<Self> {
@@ -463,6 +467,7 @@ impl<T: Float> TrainModel<T> {
             rope_sin: sin.into_iter().map(T::from_f32).collect(),
             train_base: false,
             checkpointing: false,
+            base_dir: None,
         })
     }
 
@@ -492,6 +497,7 @@ impl<T: Float> TrainModel<T> {
             rope_sin: conv(&self.rope_sin),
             train_base: self.train_base,
             checkpointing: self.checkpointing,
+            base_dir: self.base_dir.clone(),
         }
     }
 
@@ -868,7 +874,7 @@ fn scatter_add<T: Float>(x: &mut [T], src: &[T], rows: &[u32], width: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::cpu::CpuBackend;
     use crate::init_model::{InitSpec, Preset, write_checkpoint};
