@@ -2,10 +2,13 @@
 //! (`RUST_LOG` filters them); stdout carries only results (generated text,
 //! benchmark figures).
 
+mod adapter;
 mod bench;
 mod bench_kernels;
+mod data;
 mod generate;
 mod init_model;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +36,14 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Training data: prepare conversation files, write the synthetic corpus.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Train a mixture-of-LoRA-experts adapter (or, with --full, the base).
+    Train(train::TrainCommand),
+    /// MoE-LoRA adapter tools.
+    #[command(subcommand)]
+    Adapter(adapter::AdapterCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -47,6 +58,9 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::InitModel(args) => init_model::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Adapter(cmd) => adapter::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,3 +6,6 @@ pub mod ops;
 pub mod model;
 pub mod optim;
 pub mod checkpoint;
+pub mod config;
+pub mod run;
+pub mod planner;

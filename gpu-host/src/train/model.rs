@@ -607,7 +607,9 @@ impl<T: Float> TrainModel<T> {
             let cache = if self.checkpointing { self.layer_forward(l, &cache.x_in, batch).0 } else { cache };
             dx = self.layer_backward(l, &cache, &dx, batch, &mut g, grad_scale);
         }
-        embedding_backward(g.one(self.idx.embed).unwrap_or(&mut []), &dx, &batch.tokens, c);
+        if let Some(dwte) = g.one(self.idx.embed) {
+            embedding_backward(dwte, &dx, &batch.tokens, c);
+        }
         Ok(stats)
     }
 
