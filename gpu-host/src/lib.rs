@@ -10,13 +10,19 @@
 //! - [`init_model`]: writing deterministic random checkpoints (tests, benchmarks)
 //! - [`serve`]: the HTTP inference server (continuous batching)
 //! - [`bench`]: throughput measurements
+//! - [`adapter`]: the MoE-LoRA adapter format (PEFT keys plus router and experts)
+//! - [`data`]: conversation records, the synthetic corpus, `data prepare` and its shards
+//! - [`train`]: MoE-LoRA training (ops with backward passes, model, loop)
 
+pub mod adapter;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod generate;
 pub mod init_model;
 pub mod model;
 pub mod rng;
 pub mod serve;
 pub mod tokenizer;
+pub mod train;

@@ -2,12 +2,15 @@
 //! (`RUST_LOG` filters them); stdout carries only results (generated text,
 //! benchmark figures).
 
+mod adapter;
 mod bench;
 mod bench_kernels;
+mod data;
 mod device;
 mod generate;
 mod init_model;
 mod serve;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,6 +41,14 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Training data: prepare conversation files, write the synthetic corpus.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Train a mixture-of-LoRA-experts adapter (or, with --full, the base).
+    Train(train::TrainCommand),
+    /// MoE-LoRA adapter tools.
+    #[command(subcommand)]
+    Adapter(adapter::AdapterCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -54,6 +65,9 @@ pub fn main() -> ExitCode {
         Command::InitModel(args) => init_model::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Adapter(cmd) => adapter::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

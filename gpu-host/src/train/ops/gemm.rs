@@ -1,0 +1,137 @@
+//! Row-major matrix products over [`Float`] slices, the three shapes that
+//! forward and backward passes need. Large products are split over rayon
+//! by blocks of output rows whose size depends only on the shapes (never on
+//! the thread count), so results are bit-identical from run to run.
+
+use crate::train::float::{Float, SendPtr};
+use rayon::prelude::*;
+
+/// Work (m·k·n multiply-adds) below which a product stays on one thread.
+const PAR_MIN_WORK: usize = 1 << 18;
+/// Output rows per parallel block (before rounding to the shape).
+const ROW_BLOCK: usize = 64;
+
+/// Which operand is transposed: `out[m, n] = op(a) · op(b)`.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `a[m, k] · b[n, k]ᵀ` (a linear layer's forward).
+    ABt,
+    /// `a[m, k] · b[k, n]` (gradient w.r.t. a linear layer's input).
+    AB,
+    /// `a[k, m]ᵀ · b[k, n]` (gradient w.r.t. a linear layer's weight).
+    AtB,
+}
+
+/// `out[m, n] = a[m, k] · b[n, k]ᵀ + beta · out`.
+pub fn mm_abt<T: Float>(out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, beta: T) {
+    mm(Layout::ABt, out, a, b, m, k, n, beta)
+}
+
+/// `out[m, n] = a[m, k] · b[k, n] + beta · out`.
+pub fn mm_ab<T: Float>(out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, beta: T) {
+    mm(Layout::AB, out, a, b, m, k, n, beta)
+}
+
+/// `out[m, n] = a[k, m]ᵀ · b[k, n] + beta · out`.
+pub fn mm_atb<T: Float>(out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, beta: T) {
+    mm(Layout::AtB, out, a, b, m, k, n, beta)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mm<T: Float>(layout: Layout, out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, beta: T) {
+    assert_eq!(out.len(), m * n, "gemm: out must be [m, n]");
+    assert_eq!(a.len(), m * k, "gemm: a has the wrong size");
+    assert_eq!(b.len(), k * n, "gemm: b has the wrong size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for o in out.iter_mut() {
+            *o *= beta;
+        }
+        return;
+    }
+    // (row stride, column stride) of a's m×k view and b's k×n view.
+    let (rsa, csa) = match layout {
+        Layout::ABt | Layout::AB => (k as isize, 1),
+        Layout::AtB => (1, m as isize),
+    };
+    let (rsb, csb) = match layout {
+        Layout::ABt => (1, k as isize),
+        Layout::AB | Layout::AtB => (n as isize, 1),
+    };
+    let block = if m * k * n < PAR_MIN_WORK { m } else { ROW_BLOCK.min(m) };
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let a_ptr = SendPtr(a.as_ptr() as *mut T);
+    let run = |r0: usize| {
+        let rows = block.min(m - r0);
+        // SAFETY: block r0 reads rows r0.. of a's view and writes rows
+        // r0..r0+rows of out, disjoint from every other block; sizes were
+        // checked above.
+        unsafe {
+            T::gemm(
+                rows,
+                k,
+                n,
+                T::ONE,
+                a_ptr.get().offset(r0 as isize * rsa),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                beta,
+                out_ptr.get().add(r0 * n),
+                n as isize,
+                1,
+            )
+        }
+    };
+    if block == m {
+        run(0);
+    } else {
+        (0..m.div_ceil(block)).into_par_iter().for_each(|bi| run(bi * block));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(layout: Layout, a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    let av = match layout {
+                        Layout::AtB => a[p * m + i],
+                        _ => a[i * k + p],
+                    };
+                    let bv = match layout {
+                        Layout::ABt => b[j * k + p],
+                        _ => b[p * n + j],
+                    };
+                    out[i * n + j] += av * bv;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn all_layouts_match_a_naive_product_small_and_parallel() {
+        let mut rng = crate::rng::Rng::new(3);
+        for &(m, k, n) in &[(3usize, 5usize, 4usize), (200, 70, 90)] {
+            let a: Vec<f64> = (0..m * k).map(|_| rng.next_normal()).collect();
+            let b: Vec<f64> = (0..k * n).map(|_| rng.next_normal()).collect();
+            for layout in [Layout::ABt, Layout::AB, Layout::AtB] {
+                let want = naive(layout, &a, &b, m, k, n);
+                let mut out = vec![1.0; m * n];
+                mm(layout, &mut out, &a, &b, m, k, n, 1.0);
+                for (o, w) in out.iter().zip(&want) {
+                    assert!((o - (w + 1.0)).abs() < 1e-9);
+                }
+            }
+        }
+    }
+}

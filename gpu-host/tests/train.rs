@@ -1,0 +1,165 @@
+//! Training end to end on the tiny preset: the loss falls, a killed and
+//! resumed run matches an uninterrupted one bit for bit, domain-supervised
+//! routing sends each domain to its expert, the planner explains a window
+//! nothing fits, and the deadline monitor ends a slowed-down run with its
+//! final checkpoint inside a 60-second window.
+
+use gpu_host::checkpoint::Architecture;
+use gpu_host::data::prepare::{PrepareOptions, prepare};
+use gpu_host::data::shards::Dataset;
+use gpu_host::data::synth::write_synthetic;
+use gpu_host::init_model::{InitSpec, Preset, write_checkpoint};
+use gpu_host::train::config::{TrainArgs, TrainConfig};
+use gpu_host::train::model::TrainModel;
+use gpu_host::train::planner::plan_run;
+use gpu_host::train::run::{Loader, evaluate, train};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    model: PathBuf,
+    data: PathBuf,
+}
+
+fn fixture(conversations: usize, val_fraction: f64, seed: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let model = root.join("tiny");
+    write_checkpoint(&InitSpec::new(Preset::Tiny, Architecture::Llama), &model).unwrap();
+    let input = root.join("synthetic.jsonl");
+    write_synthetic(&input, conversations, seed).unwrap();
+    let data = root.join("data");
+    prepare(&PrepareOptions {
+        inputs: vec![input],
+        out: data.clone(),
+        model: model.clone(),
+        seq_len: 256,
+        val_fraction,
+        shard_sequences: 64,
+    })
+    .unwrap();
+    Fixture { _dir: dir, root, model, data }
+}
+
+fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
+    TrainArgs {
+        model: Some(f.model.clone()),
+        data: Some(f.data.clone()),
+        out: Some(f.root.join(out)),
+        steps: Some(steps),
+        lr: Some(4e-3),
+        warmup_steps: Some(5),
+        seq_len: Some(256),
+        eval_every: Some(0),
+        eval_batches: Some(0),
+        threads: Some(2),
+        quiet: Some(true),
+        ..Default::default()
+    }
+    .resolve()
+}
+
+fn metric_losses(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
+        .map(f64::to_bits)
+        .collect()
+}
+
+#[test]
+fn tiny_model_loss_falls_by_half_on_a_fixed_synthetic_set() {
+    let f = fixture(16, 0.0, 2);
+    let cfg = TrainConfig { micro_batch: 2, ..config(&f, "run", 50) };
+    let ds = Dataset::open(&f.data).unwrap();
+    let loader = Loader::new(&ds.train, 256, 2, 0, 256);
+    let fresh = TrainModel::<f32>::from_checkpoint(&f.model, cfg.moe(), cfg.seed).unwrap();
+    let (before, _) = evaluate(&fresh, &loader, &ds.train, 0).unwrap();
+    let summary = train(&cfg, false).unwrap();
+    let mut trained = TrainModel::<f32>::from_checkpoint(&f.model, cfg.moe(), cfg.seed).unwrap();
+    gpu_host::adapter::apply_adapter(&mut trained, &cfg.out.join("adapter")).unwrap();
+    let (after, _) = evaluate(&trained, &loader, &ds.train, 0).unwrap();
+    eprintln!("loss on the training set: {before:.3} → {after:.3}; last step {:?}", summary.losses.last());
+    assert!(after <= 0.5 * before, "loss fell only from {before} to {after}");
+}
+
+#[test]
+fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
+    let f = fixture(16, 0.2, 3);
+    let base = TrainConfig { accum: 2, eval_every: 4, eval_batches: 2, ..config(&f, "straight", 10) };
+    let straight = train(&base, false).unwrap();
+    assert_eq!(straight.steps, 10);
+
+    let cfg = TrainConfig { out: f.root.join("killed"), ckpt_every: 4, kill_after_step: 7, ..base.clone() };
+    let killed = train(&cfg, false).unwrap();
+    assert_eq!(killed.steps, 7);
+    assert!(killed.final_checkpoint.is_none());
+    // Without --resume the directory is refused.
+    let again = format!("{:#}", train(&TrainConfig { kill_after_step: 0, ..cfg.clone() }, false).unwrap_err());
+    assert!(again.contains("--resume"), "{again}");
+    let resumed = train(&TrainConfig { kill_after_step: 0, ..cfg.clone() }, true).unwrap();
+    assert_eq!(resumed.steps, 10);
+
+    let (a, b) = (metric_losses(&base.out), metric_losses(&cfg.out));
+    assert_eq!(a.len(), 10);
+    assert_eq!(a, b, "loss curves differ");
+    let weights = |out: &Path| std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(weights(&base.out) == weights(&cfg.out), "final adapters differ");
+}
+
+#[test]
+fn domain_supervised_routing_sends_each_domain_to_its_expert() {
+    let f = fixture(200, 0.2, 5);
+    let cfg = TrainConfig { micro_batch: 2, domain_coef: 2.0, ..config(&f, "routed", 60) };
+    let summary = train(&cfg, false).unwrap();
+    eprintln!("validation top-1 routing per domain: {:?}", summary.val_domain_top1);
+    assert_eq!(summary.val_domain_top1.len(), 4);
+    for (d, frac) in summary.val_domain_top1.iter().enumerate() {
+        assert!(*frac >= 0.8, "domain {d}: only {frac} of its validation tokens go to its expert");
+    }
+}
+
+#[test]
+fn planner_says_why_a_window_cannot_fit_and_what_would() {
+    let f = fixture(40, 0.1, 6);
+    let cfg = TrainConfig { window: "20s".into(), margin: "10s".into(), epochs: 50.0, steps: 0, ..config(&f, "plan", 0) };
+    let err = format!("{:#}", plan_run(&cfg, 1).unwrap_err());
+    assert!(err.contains("no profile fits") && err.contains("--epochs") && err.contains("--window"), "{err}");
+    assert!(err.contains("balanced") && err.contains("memory-efficient") && err.contains("tok/s"), "{err}");
+    // A window long enough picks a profile.
+    let roomy = TrainConfig { window: "12h".into(), margin: "30m".into(), epochs: 1.0, ..cfg };
+    let (chosen, table) = plan_run(&roomy, 1).unwrap();
+    assert_eq!(chosen.profile, "quality", "{table}");
+}
+
+#[test]
+fn deadline_monitor_adapts_to_a_slowdown_and_checkpoints_before_a_60_second_window_closes() {
+    let f = fixture(64, 0.2, 7);
+    let start = Instant::now();
+    // 400 steps at ~0.1 s fit easily; from step 10 each step sleeps 0.4 s
+    // more, which would take ~3 minutes.
+    let cfg = TrainConfig {
+        window: "60s".into(),
+        margin: "5s".into(),
+        eval_every: 20,
+        eval_batches: 2,
+        ckpt_every: 25,
+        slowdown_ms: 400,
+        slowdown_after_step: 10,
+        ..config(&f, "deadline", 400)
+    };
+    let summary = train(&cfg, false).unwrap();
+    let took = summary.finished_at.duration_since(start);
+    eprintln!("{} of {} steps in {took:?}; adjustments: {:#?}", summary.steps, summary.planned_steps, summary.adjustments);
+    assert!(summary.steps < 400 && summary.steps > 10, "{} steps", summary.steps);
+    assert!(!summary.adjustments.is_empty());
+    assert!(took < Duration::from_secs(60), "finished after {took:?}");
+    let ckpt = summary.final_checkpoint.unwrap();
+    assert!(ckpt.join("trainer_state.json").exists() && ckpt.join("adapter_model.safetensors").exists());
+    let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"replan\""));
+}
