@@ -334,3 +334,69 @@ fn edge_host_components_reach_gpu_host_through_spins_llm_interface() {
     assert!(gpu.metric("gpu_host_requests_total{endpoint=\"infer\",status=\"200\"}").unwrap() >= 1.0);
     assert!(gpu.metric("gpu_host_requests_total{endpoint=\"embed\",status=\"200\"}").unwrap() >= 1.0);
 }
+
+/// A MoE-LoRA adapter with random (large) LoRA and router weights, written
+/// with the training code's own adapter writer.
+fn random_adapter(dir: &std::path::Path, seed: u64) {
+    use gpu_host::train::model::{MoeConfig, TrainModel};
+    let mut model = TrainModel::<f32>::from_checkpoint(tiny_model(), MoeConfig::default(), seed).unwrap();
+    let mut rng = gpu_host::rng::Rng::new(seed);
+    for i in 0..model.params.len() {
+        if !model.params.base[i] {
+            model.params.data[i].iter_mut().for_each(|x| *x = 0.5 * rng.next_normal() as f32);
+        }
+    }
+    gpu_host::adapter::write_adapter(dir, &model).unwrap();
+}
+
+#[test]
+fn moe_lora_adapters_are_served_by_name_and_loaded_and_unloaded_at_run_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (calm, second) = (tmp.path().join("calm"), tmp.path().join("second"));
+    random_adapter(&calm, 1);
+    random_adapter(&second, 2);
+    let (host, _d) = server(&["--adapter", &format!("calm={}", calm.display())]);
+    let models: Value = client().get(host.url("/v1/models")).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["tiny", "calm"]);
+
+    let ask = |model: &str| {
+        let mut b = chat_body("I keep worrying about everything.", 16);
+        b["model"] = json!(model);
+        b["ignore_eos"] = json!(true);
+        post(&host, "/v1/chat/completions", &b)
+    };
+    let (s, base) = ask("tiny");
+    assert_eq!(s, 200);
+    let (s, with_adapter) = ask("calm");
+    assert_eq!(s, 200, "{with_adapter}");
+    assert_eq!(with_adapter["model"], "calm");
+    assert_ne!(content(&with_adapter), content(&base), "the adapter changes the answer");
+    // Base and adapter requests share forward steps and still get their own answers.
+    let both: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = ["tiny", "calm", "tiny", "calm"].iter().map(|m| s.spawn(move || content(&ask(m).1))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(both, [content(&base), content(&with_adapter), content(&base), content(&with_adapter)]);
+
+    // Load, refuse duplicates and bad paths, unload.
+    let c = client();
+    let load = |name: &str, path: &std::path::Path| {
+        let r = c.post(host.url("/v1/adapters")).bearer_auth(TOKEN).json(&json!({"name": name, "path": path})).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    assert_eq!(load("second", &second).0, 201);
+    assert_eq!(ask("second").0, 200);
+    assert_eq!(load("second", &second).0, 409);
+    let (s, v) = load("third", &tmp.path().join("missing"));
+    assert_eq!((s, v["error"]["param"].as_str()), (400, Some("path")), "{v}");
+    assert_eq!(load("bad name!", &second).0, 400);
+    let del = |name: &str| c.delete(host.url(&format!("/v1/adapters/{name}"))).bearer_auth(TOKEN).send().unwrap().status().as_u16();
+    assert_eq!(del("second"), 200);
+    let (s, v) = ask("second");
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("model_not_found")));
+    assert_eq!(del("second"), 404);
+    let list: Value = c.get(host.url("/v1/adapters")).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["experts"], json!(["psychology", "mental_health", "bias_detection", "general_therapeutic"]));
+}

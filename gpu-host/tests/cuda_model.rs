@@ -144,14 +144,14 @@ fn cuda_batched_paged_steps_match_cpu() {
         let mut all = Vec::new();
         let plan: [Vec<BatchSeq>; 3] = [
             vec![
-                BatchSeq { tokens: &a[..10], pos0: 0, blocks: ba, output: SeqOutput::None },
-                BatchSeq { tokens: &b[..8], pos0: 0, blocks: bb, output: SeqOutput::LastLogits },
+                BatchSeq { tokens: &a[..10], pos0: 0, blocks: ba, output: SeqOutput::None, adapter: None },
+                BatchSeq { tokens: &b[..8], pos0: 0, blocks: bb, output: SeqOutput::LastLogits, adapter: None },
             ],
             vec![
-                BatchSeq { tokens: &b[8..9], pos0: 8, blocks: bb, output: SeqOutput::LastLogits },
-                BatchSeq { tokens: &a[10..22], pos0: 10, blocks: ba, output: SeqOutput::LastLogits },
+                BatchSeq { tokens: &b[8..9], pos0: 8, blocks: bb, output: SeqOutput::LastLogits, adapter: None },
+                BatchSeq { tokens: &a[10..22], pos0: 10, blocks: ba, output: SeqOutput::LastLogits, adapter: None },
             ],
-            vec![BatchSeq { tokens: &a[22..23], pos0: 22, blocks: ba, output: SeqOutput::HiddenSum }],
+            vec![BatchSeq { tokens: &a[22..23], pos0: 22, blocks: ba, output: SeqOutput::HiddenSum, adapter: None }],
         ];
         for step in plan {
             m.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();

@@ -13,6 +13,7 @@ use std::path::PathBuf;
     POST /v1/chat/completions   OpenAI chat completions (stream: true for server-sent events)\n  \
     GET  /v1/models             the served model\n  \
     POST /infer, POST /embed    Spin's remote_http LLM protocol (embeddings: mean-pooled final hidden states, L2-normalised)\n  \
+    GET/POST /v1/adapters, DELETE /v1/adapters/NAME   MoE-LoRA adapters by name (`model` selects one)\n  \
     GET  /health                liveness (no auth)\n  \
     GET  /metrics               Prometheus text")]
 pub struct ServeArgs {
@@ -23,6 +24,10 @@ pub struct ServeArgs {
     /// model names Spin apps are granted; default: the directory's name).
     #[arg(long = "served-model-name", value_name = "NAME")]
     served_model_names: Vec<String>,
+    /// A MoE-LoRA adapter to serve as model NAME (repeatable; more can be
+    /// loaded at run time with POST /v1/adapters).
+    #[arg(long = "adapter", value_name = "NAME=DIR", value_parser = parse_adapter)]
+    adapters: Vec<(String, PathBuf)>,
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
     /// A file holding the bearer token every request but /health must carry.
@@ -83,6 +88,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         block_size: args.block_size,
         context_len: args.context,
         max_body_bytes: args.max_body_bytes,
+        adapters: args.adapters,
     };
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
     let model = load_model(&args.model, args.device, args.threads, args.dtype, Some(args.context))?;
@@ -98,4 +104,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         Ok(())
     })
+}
+
+fn parse_adapter(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => Ok((name.to_string(), PathBuf::from(dir))),
+        _ => Err(format!("`{s}` is not NAME=DIR")),
+    }
 }

@@ -28,6 +28,8 @@ pub struct BatchSeq<'a> {
     /// Pool blocks covering positions `0..pos0 + tokens.len()`.
     pub blocks: &'a [u32],
     pub output: SeqOutput,
+    /// The MoE-LoRA adapter this sequence is served with, if any.
+    pub adapter: Option<&'a crate::adapter::MoeLoraAdapter>,
 }
 
 /// Results of a step, in the order of the sequences that asked for them.
@@ -126,6 +128,11 @@ impl<B: Backend> Llama<B> {
             if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
                 bail!("token id {bad} is out of range for a vocabulary of {vocab}");
             }
+            if let Some(a) = s.adapter
+                && a.layers.len() != cfg.num_layers
+            {
+                bail!("the adapter has {} layers; the model has {}", a.layers.len(), cfg.num_layers);
+            }
             paged.push(PagedSeq { row0: tokens.len(), n: s.tokens.len(), pos0: s.pos0, blocks: s.blocks });
             for (i, &t) in s.tokens.iter().enumerate() {
                 let p = s.pos0 + i;
@@ -155,7 +162,12 @@ impl<B: Backend> Llama<B> {
         let eps = cfg.rms_norm_eps;
         let shape = cache.shape();
         let (cos, sin) = self.rope_tables();
-        self.decoder_layers(&mut ba.act, tokens, |l, a| {
+        let spans: Vec<super::adapter::AdapterSpan> = seqs
+            .iter()
+            .zip(paged)
+            .filter_map(|(s, p)| s.adapter.map(|adapter| super::adapter::AdapterSpan { row0: p.row0, n: p.n, adapter }))
+            .collect();
+        self.decoder_layers(&mut ba.act, tokens, &spans, |l, a| {
             b.rope_forward_positions(&mut a.q, cos, sin, positions, cfg.num_heads, hd)?;
             b.rope_forward_positions(&mut a.k, cos, sin, positions, cfg.num_kv_heads, hd)?;
             b.paged_kv_write(&mut cache.k[l], &mut cache.v[l], &a.k, &a.v, slots, shape)?;

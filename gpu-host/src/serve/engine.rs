@@ -12,6 +12,7 @@
 
 use super::blocks::{BlockManager, chain_hash, prefix_hashes};
 use super::metrics::Metrics;
+use crate::adapter::MoeLoraAdapter;
 use crate::backend::Backend;
 use crate::generate::{GenerateParams, Sampler, StreamStep, TextStream};
 use crate::model::{BatchActivations, BatchOutput, BatchSeq, Llama, PagedKvCache, SeqOutput};
@@ -61,6 +62,8 @@ pub enum Job {
         /// The repetition penalty looks at only this many latest tokens
         /// (Spin's `repeatPenaltyLastNTokenCount`); `None`: all.
         penalty_window: Option<usize>,
+        /// The MoE-LoRA adapter (by name) the request asked for.
+        adapter: Option<(String, Arc<MoeLoraAdapter>)>,
         events: UnboundedSender<Event>,
     },
     Embed {
@@ -162,6 +165,9 @@ struct Seq {
     blocks: Vec<u32>,
     /// Prefix hash of each full block registered so far.
     hashes: Vec<u64>,
+    /// Separates prefix-cache entries of different models and adapters.
+    salt: u64,
+    adapter: Option<Arc<MoeLoraAdapter>>,
     kind: SeqKind,
 }
 
@@ -245,16 +251,22 @@ impl<B: Backend> Engine<B> {
 
     fn accept(&mut self, job: Job) {
         match job {
-            Job::Generate { prompt, params, penalty_window, events } => {
+            Job::Generate { prompt, params, penalty_window, adapter, events } => {
                 self.metrics.prompt_tokens.fetch_add(prompt.len() as u64, Relaxed);
                 let sampler = Sampler::new(params.sampling.clone());
                 let stream = TextStream::new(params.stop_strings.clone());
+                let salt = match &adapter {
+                    Some((name, _)) => chain_hash(self.config.cache_salt, &name.bytes().map(u32::from).collect::<Vec<_>>()),
+                    None => self.config.cache_salt,
+                };
                 self.waiting.push_back(Seq {
                     prompt_len: prompt.len(),
                     tokens: prompt,
                     computed: 0,
                     blocks: Vec::new(),
                     hashes: Vec::new(),
+                    salt,
+                    adapter: adapter.map(|(_, a)| a),
                     kind: SeqKind::Generate(Box::new(Generation {
                         params,
                         penalty_window,
@@ -284,6 +296,8 @@ impl<B: Backend> Engine<B> {
                         computed: 0,
                         blocks: Vec::new(),
                         hashes: Vec::new(),
+                        salt: self.config.cache_salt,
+                        adapter: None,
                         kind: SeqKind::Embed { group, index, sum: vec![0.0; c] },
                     });
                 }
@@ -348,7 +362,7 @@ impl<B: Backend> Engine<B> {
             if let SeqKind::Generate(g) = &mut seq.kind {
                 // Reuse cached full blocks of the prompt, but always leave at
                 // least the last token to compute (it gives the logits).
-                let hashes = prefix_hashes(&seq.tokens[..seq.tokens.len() - 1], self.blocks.block_size(), self.config.cache_salt);
+                let hashes = prefix_hashes(&seq.tokens[..seq.tokens.len() - 1], self.blocks.block_size(), seq.salt);
                 let shared = self.blocks.match_prefix(&hashes);
                 seq.computed = shared.len() * self.blocks.block_size();
                 seq.hashes = hashes[..shared.len()].to_vec();
@@ -479,6 +493,7 @@ impl<B: Backend> Engine<B> {
                         pos0: s.computed,
                         blocks: &s.blocks,
                         output: p.output,
+                        adapter: s.adapter.as_deref(),
                     }
                 })
                 .collect();
@@ -495,8 +510,8 @@ impl<B: Backend> Engine<B> {
         let mut logits = std::mem::take(&mut self.out.logits);
         for p in &plan {
             let bs = self.blocks.block_size();
-            let salt = self.config.cache_salt;
             let s = &mut self.running[p.seq];
+            let salt = s.salt;
             s.computed += p.len;
             // Register newly full blocks for prefix reuse (generation only:
             // embeddings need every row computed, so never match).

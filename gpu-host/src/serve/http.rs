@@ -6,6 +6,7 @@
 use super::api::{self, ApiError, ChatRequest};
 use super::engine::{EngineHandle, Event, Finish, FinishReason, Job, SubmitError};
 use super::metrics::Metrics;
+use crate::adapter::MoeLoraAdapter;
 use crate::generate::GenerateParams;
 use crate::tokenizer::TextTokenizer;
 use bytes::Bytes;
@@ -31,6 +32,31 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: u64,
     pub max_body_bytes: usize,
+    /// MoE-LoRA adapters loaded by name; `model` may name one.
+    pub adapters: std::sync::RwLock<std::collections::BTreeMap<String, Arc<MoeLoraAdapter>>>,
+    /// The base model's shape, to check adapters against.
+    pub model_config: crate::checkpoint::ModelConfig,
+}
+
+impl AppState {
+    /// Loads the adapter in `dir` under `name` (checked against the base).
+    pub fn load_adapter(&self, name: &str, dir: &std::path::Path) -> Result<(), ApiError> {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+            return Err(ApiError::invalid("name", "`name` must be 1–64 letters, digits, `.`, `_` or `-`"));
+        }
+        if self.model_ids.iter().any(|m| m == name) {
+            return Err(ApiError::invalid("name", format!("`{name}` is the base model's name")));
+        }
+        let adapter = crate::adapter::load_adapter(dir, &self.model_config)
+            .map_err(|e| ApiError::invalid("path", format!("cannot load the adapter: {e:#}")))?;
+        let mut map = self.adapters.write().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(name) {
+            return Err(ApiError::new(409, "invalid_request_error", format!("an adapter named `{name}` is already loaded")));
+        }
+        map.insert(name.to_string(), Arc::new(adapter));
+        tracing::info!(adapter = name, "adapter loaded");
+        Ok(())
+    }
 }
 
 fn now() -> u64 {
@@ -71,6 +97,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         "/embed" => "embed",
         "/health" => "health",
         "/metrics" => "metrics",
+        p if p == "/v1/adapters" || p.starts_with("/v1/adapters/") => "adapters",
         _ => "other",
     };
     let response = match route(&state, req, endpoint).await {
@@ -109,11 +136,14 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
         }
         "models" => {
             expect(Method::GET)?;
-            let data: Vec<Value> = state
+            let mut data: Vec<Value> = state
                 .model_ids
                 .iter()
                 .map(|id| json!({"id": id, "object": "model", "created": state.started, "owned_by": "gpu-host"}))
                 .collect();
+            for name in state.adapters.read().unwrap_or_else(|e| e.into_inner()).keys() {
+                data.push(json!({"id": name, "object": "model", "created": state.started, "owned_by": "gpu-host", "parent": state.model_ids[0]}));
+            }
             Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
         }
         "chat_completions" => {
@@ -132,7 +162,55 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
             let (model, input) = api::parse_embed_request(&body)?;
             embed(state, &model, &input).await
         }
+        "adapters" => adapters(state, req).await,
         _ => Err(ApiError::new(404, "not_found_error", format!("no route for {method} {}", req.uri().path()))),
+    }
+}
+
+/// `GET /v1/adapters`, `POST /v1/adapters {"name", "path"}` (a directory on
+/// this host), `DELETE /v1/adapters/NAME`. Requests already running keep
+/// the adapter they started with.
+async fn adapters(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let name = req.uri().path().strip_prefix("/v1/adapters").unwrap_or("").trim_start_matches('/').to_string();
+    match (req.method().clone(), name.is_empty()) {
+        (Method::GET, true) => {
+            let list: Vec<Value> = state
+                .adapters
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(n, a)| json!({"name": n, "experts": a.moe.expert_names, "top_k": a.moe.top_k, "r": a.rank}))
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": list})))
+        }
+        (Method::POST, true) => {
+            let body = read_body(state, req).await?;
+            let m = api::parse_object(&body)?;
+            let field = |k: &str| {
+                m.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid(k, format!("`{k}` is required and must be a string")))
+            };
+            let (name, path) = (field("name")?, field("path")?);
+            let st = state.clone();
+            let n = name.clone();
+            tokio::task::spawn_blocking(move || st.load_adapter(&n, std::path::Path::new(&path)))
+                .await
+                .map_err(|e| ApiError::new(500, "server_error", format!("loading failed: {e}")))??;
+            Ok(json_response(StatusCode::CREATED, &json!({"name": name, "object": "adapter"})))
+        }
+        (Method::DELETE, false) => {
+            let removed = state.adapters.write().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            match removed {
+                Some(_) => {
+                    tracing::info!(adapter = %name, "adapter unloaded");
+                    Ok(json_response(StatusCode::OK, &json!({"name": name, "deleted": true})))
+                }
+                None => Err(ApiError::new(404, "not_found_error", format!("no adapter named `{name}` is loaded"))),
+            }
+        }
+        _ => Err(ApiError::new(405, "invalid_request_error", "use GET or POST /v1/adapters, or DELETE /v1/adapters/NAME")),
     }
 }
 
@@ -166,9 +244,14 @@ async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Ap
     }
 }
 
-fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
+/// The base model (`None`) or the adapter a request's `model` names.
+type Selected = Option<(String, Arc<MoeLoraAdapter>)>;
+
+fn check_model(state: &AppState, model: &str) -> Result<Selected, ApiError> {
     if state.model_ids.iter().any(|m| m == model) {
-        Ok(())
+        Ok(None)
+    } else if let Some(a) = state.adapters.read().unwrap_or_else(|e| e.into_inner()).get(model) {
+        Ok(Some((model.to_string(), a.clone())))
     } else {
         Err(ApiError {
             param: Some("model".into()),
@@ -256,7 +339,7 @@ fn params_for_chat(state: &AppState, r: &ChatRequest, max_new_tokens: usize) -> 
 }
 
 async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, ApiError> {
-    check_model(state, &r.model)?;
+    let adapter = check_model(state, &r.model)?;
     let (_, prompt) = state
         .tokenizer
         .encode_chat(&r.messages)
@@ -264,7 +347,7 @@ async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, A
     let max_new = fit(state, prompt.len(), r.max_tokens, "messages")?;
     let params = params_for_chat(state, &r, max_new)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    submit(state, Job::Generate { prompt, params, penalty_window: None, events: tx })?;
+    submit(state, Job::Generate { prompt, params, penalty_window: None, adapter, events: tx })?;
     let id = format!("chatcmpl-{:016x}{:08x}", now(), rand_u32());
     let created = now();
     if r.stream {
@@ -369,7 +452,7 @@ fn next_frame(rx: mpsc::UnboundedReceiver<Event>, mut pending: Vec<Bytes>) -> Op
 }
 
 async fn infer(state: &Arc<AppState>, r: api::InferRequest) -> Result<Response<Body>, ApiError> {
-    check_model(state, &r.model)?;
+    let adapter = check_model(state, &r.model)?;
     let prompt = state
         .tokenizer
         .encode(&r.prompt, true)
@@ -384,7 +467,7 @@ async fn infer(state: &Arc<AppState>, r: api::InferRequest) -> Result<Response<B
     params.sampling.seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let window = (r.repeat_penalty_last_n > 0).then_some(r.repeat_penalty_last_n);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    submit(state, Job::Generate { prompt, params, penalty_window: window, events: tx })?;
+    submit(state, Job::Generate { prompt, params, penalty_window: window, adapter, events: tx })?;
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -403,7 +486,9 @@ async fn infer(state: &Arc<AppState>, r: api::InferRequest) -> Result<Response<B
 }
 
 async fn embed(state: &Arc<AppState>, model: &str, input: &[String]) -> Result<Response<Body>, ApiError> {
-    check_model(state, model)?;
+    if check_model(state, model)?.is_some() {
+        return Err(ApiError::invalid("model", "embeddings come from the base model; name it, not an adapter"));
+    }
     let mut inputs = Vec::with_capacity(input.len());
     for (i, text) in input.iter().enumerate() {
         let ids = state

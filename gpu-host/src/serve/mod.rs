@@ -46,6 +46,8 @@ pub struct ServeOptions {
     pub block_size: usize,
     pub context_len: usize,
     pub max_body_bytes: usize,
+    /// Adapters loaded at start: (name, directory).
+    pub adapters: Vec<(String, PathBuf)>,
 }
 
 /// A model loaded for serving: what [`start`] needs besides the options.
@@ -109,6 +111,7 @@ pub async fn start<B: Backend>(opts: &ServeOptions, loaded: Loaded<B>) -> Result
         max_batch = config.max_batch_seqs,
         "starting the engine"
     );
+    let model_config = loaded.model.config().clone();
     let engine = engine::start(loaded.model, tokenizer.clone(), config, metrics.clone())?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -125,7 +128,14 @@ pub async fn start<B: Backend>(opts: &ServeOptions, loaded: Loaded<B>) -> Result
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         max_body_bytes: opts.max_body_bytes,
+        adapters: Default::default(),
+        model_config,
     });
+    for (name, dir) in &opts.adapters {
+        state
+            .load_adapter(name, dir)
+            .map_err(|e| anyhow::anyhow!("--adapter {name}={}: {}", dir.display(), e.message))?;
+    }
     let accept_state = state.clone();
     tokio::spawn(async move {
         loop {
