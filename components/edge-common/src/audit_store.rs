@@ -104,24 +104,50 @@ pub async fn record(db: &Db, key: &SecretKey, event: AuditEvent, now: i64) -> Re
     db.begin().await?;
     let r = append(db, key, event, now).await;
     let entry = db.finish(r).await?;
-    advance_anchor(&entry).await
+    advance_anchor(db, &entry).await;
+    Ok(())
 }
 
 /// Records the newest committed entry as the chain head in the key-value
-/// store (call after commit). The anchor only moves forward.
-pub async fn advance_anchor(entry: &StoredEntry) -> Result<(), ApiError> {
-    let store = Store::open_default().await.map_err(|_| ApiError::internal("key-value store unavailable"))?;
-    let current: Option<Anchor> = store
-        .get(ANCHOR_KEY)
-        .await
-        .map_err(|_| ApiError::internal("key-value read failed"))?
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if current.is_some_and(|a| a.seq >= entry.record.seq) {
-        return Ok(());
+/// store. Call after the entry's transaction committed.
+///
+/// The anchor only moves forward: the key-value store has no compare-and-set,
+/// so the read-compare-write runs while this connection holds the database
+/// write lock (`BEGIN IMMEDIATE`, nothing written), which every anchor writer
+/// takes, so two requests can never interleave and move it backwards.
+///
+/// The entry is already committed, so a failure here does not fail the
+/// request: it is logged (ids and codes only) and the next entry moves the
+/// anchor on. An anchor that lags behind the chain weakens only the
+/// truncation check of the entries after it; one ahead would be a false alarm.
+pub async fn advance_anchor(db: &Db, entry: &StoredEntry) {
+    if let Err(e) = try_advance_anchor(db, entry).await {
+        eprintln!("audit anchor not advanced to seq {}: {}", entry.record.seq, e.message);
     }
-    let anchor = Anchor { seq: entry.record.seq, hash_hex: hex::encode(&entry.hash) };
-    let bytes = serde_json::to_vec(&anchor).map_err(|_| ApiError::internal("anchor encoding failed"))?;
-    store.set(ANCHOR_KEY, bytes).await.map_err(|_| ApiError::internal("key-value write failed"))
+}
+
+async fn try_advance_anchor(db: &Db, entry: &StoredEntry) -> Result<(), ApiError> {
+    db.begin().await?;
+    let r = async {
+        let store = Store::open_default().await.map_err(|_| ApiError::internal("key-value store unavailable"))?;
+        let current: Option<Anchor> = store
+            .get(ANCHOR_KEY)
+            .await
+            .map_err(|_| ApiError::internal("key-value read failed"))?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if current.is_some_and(|a| a.seq >= entry.record.seq) {
+            return Ok(());
+        }
+        let anchor = Anchor { seq: entry.record.seq, hash_hex: hex::encode(&entry.hash) };
+        let bytes = serde_json::to_vec(&anchor).map_err(|_| ApiError::internal("anchor encoding failed"))?;
+        store.set(ANCHOR_KEY, bytes).await.map_err(|_| ApiError::internal("key-value write failed"))
+    }
+    .await;
+    // Nothing was written to the database: rolling back just releases the lock.
+    if let Err(e) = db.exec("ROLLBACK", vec![]).await {
+        eprintln!("releasing the anchor lock failed: {}", e.message);
+    }
+    r
 }
 
 async fn load_anchor() -> Result<Option<Anchor>, ApiError> {
