@@ -135,20 +135,16 @@ impl Ctx {
                 for s in subjects {
                     last = Some(audit_store::append(&self.db, &self.audit_key, self.event(s, outcome), self.now).await?);
                 }
-                Ok(last)
+                last.map(|e| ((), e)).ok_or_else(|| ApiError::internal("no audit entry"))
             }
             .await;
-            self.db.finish(r).await
+            audit_store::commit(&self.db, r).await
         }
-        .await
-        .map_err(|e| {
+        .await;
+        committed.map_err(|e| {
             eprintln!("audit write failed ({} x{} {}): {}", subjects[0].action.code(), subjects.len(), outcome, e.message);
             audit_unavailable()
-        })?;
-        if let Some(entry) = committed {
-            audit_store::advance_anchor(&self.db, &entry).await;
-        }
-        Ok(())
+        })
     }
 
     /// Runs `work` in a write transaction that also appends the success audit
@@ -159,10 +155,9 @@ impl Ctx {
             Ok(v) => audit_store::append(&self.db, &self.audit_key, self.event(s, "success"), self.now).await.map(|e| (v, e)),
             Err(e) => Err(e),
         };
-        let (v, entry) = self.db.finish(r).await?;
+        // Commits (moving the chain head anchor) or rolls back; an anchor failure is logged, never a failed request.
+        let v = audit_store::commit(&self.db, r).await?;
         self.audited.set(true);
-        // Committed: an anchor failure is logged, never a failed request.
-        audit_store::advance_anchor(&self.db, &entry).await;
         Ok(v)
     }
 
