@@ -352,7 +352,8 @@ fn every_endpoint_end_to_end() {
     }
     let r = a.get(&format!("/v1/clients/{c}/report?from=2024-01-01&to=2024-06-30&format=html"), &t1);
     expect(&r, 200, "report html");
-    assert!(r.text.starts_with("<!doctype html>") && r.text.matches("<svg").count() >= 3, "HTML with SVG charts");
+    assert!(r.text.starts_with("<!doctype html>") && r.text.matches("<svg").count() >= 4, "HTML with SVG charts");
+    assert!(r.text.contains(r#"aria-label="mean self-reported mood (0-10) per period""#), "the mood chart plots self-reported mood");
     let r = a.get(&format!("/v1/clients/{c}/history-context"), &t1);
     expect(&r, 200, "history context");
     assert_eq!(r.body["session_count"], 2);
@@ -1161,6 +1162,24 @@ fn audit_anchor_is_monotonic_and_its_failure_is_not_a_request_failure() {
         });
         let (anchor, head) = (kv_anchor_seq(&a.app.data_dir), max_audit_seq(&db));
         assert_eq!(anchor, head, "round {round}: the anchor lags behind the chain head (moved backwards)");
+    }
+    // Two anchor updates stalled together (the key-value store is locked by
+    // someone else), then released at once: the later entry's anchor must win
+    // whichever update the store lets through first.
+    for round in 0..3 {
+        let (release, h) = hold_write_lock(a.app.data_dir.join("key_value.db"));
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| a.get(&format!("/v1/clients/{c}"), &t));
+            std::thread::sleep(Duration::from_millis(300));
+            let second = scope.spawn(|| a.get(&format!("/v1/clients/{c}"), &t));
+            std::thread::sleep(Duration::from_millis(700));
+            let _ = release.send(());
+            expect(&first.join().unwrap(), 200, "first stalled read");
+            expect(&second.join().unwrap(), 200, "second stalled read");
+        });
+        h.join().unwrap();
+        let (anchor, head) = (kv_anchor_seq(&a.app.data_dir), max_audit_seq(&db));
+        assert_eq!(anchor, head, "stalled round {round}: the anchor moved backwards");
     }
     assert_eq!(a.get("/v1/audit/verify", &auditor).body["ok"], true);
     // Truncating the newest entry is caught by the anchor.
