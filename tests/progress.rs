@@ -1166,13 +1166,15 @@ fn audit_anchor_is_monotonic_and_its_failure_is_not_a_request_failure() {
     // Two anchor updates stalled together (the key-value store is locked by
     // someone else), then released at once: the later entry's anchor must win
     // whichever update the store lets through first.
-    for round in 0..3 {
+    // (The release time varies per round: which stalled update the store lets
+    // through first depends on where each waiter is in its busy-retry sleep.)
+    for round in 0..6u64 {
         let (release, h) = hold_write_lock(a.app.data_dir.join("key_value.db"));
         std::thread::scope(|scope| {
             let first = scope.spawn(|| a.get(&format!("/v1/clients/{c}"), &t));
             std::thread::sleep(Duration::from_millis(300));
             let second = scope.spawn(|| a.get(&format!("/v1/clients/{c}"), &t));
-            std::thread::sleep(Duration::from_millis(700));
+            std::thread::sleep(Duration::from_millis(600 + 17 * round));
             let _ = release.send(());
             expect(&first.join().unwrap(), 200, "first stalled read");
             expect(&second.join().unwrap(), 200, "second stalled read");
