@@ -1144,6 +1144,7 @@ fn audit_anchor_is_monotonic_and_its_failure_is_not_a_request_failure() {
     // Two concurrent clients: edge-host runs SQLite calls on its (2) async
     // workers, so more concurrent writers than workers can starve the lock
     // holder into "database is busy" (an edge-host limit, not this component's).
+    let t_start = Instant::now();
     for round in 0..4 {
         std::thread::scope(|scope| {
             for w in 0..2 {
@@ -1162,12 +1163,14 @@ fn audit_anchor_is_monotonic_and_its_failure_is_not_a_request_failure() {
         });
         let (anchor, head) = (kv_anchor_seq(&a.app.data_dir), max_audit_seq(&db));
         assert_eq!(anchor, head, "round {round}: the anchor lags behind the chain head (moved backwards)");
+        println!("concurrent anchor round {round}: {:?} since the start", t_start.elapsed());
     }
     // Two anchor updates stalled together (the key-value store is locked by
     // someone else), then released at once: the later entry's anchor must win
     // whichever update the store lets through first.
     // (The release time varies per round: which stalled update the store lets
     // through first depends on where each waiter is in its busy-retry sleep.)
+    let t0 = Instant::now();
     for round in 0..6u64 {
         let (release, h) = hold_write_lock(a.app.data_dir.join("key_value.db"));
         std::thread::scope(|scope| {
@@ -1182,6 +1185,7 @@ fn audit_anchor_is_monotonic_and_its_failure_is_not_a_request_failure() {
         h.join().unwrap();
         let (anchor, head) = (kv_anchor_seq(&a.app.data_dir), max_audit_seq(&db));
         assert_eq!(anchor, head, "stalled round {round}: the anchor moved backwards");
+        println!("stalled anchor round {round}: {:?} since the start", t0.elapsed());
     }
     assert_eq!(a.get("/v1/audit/verify", &auditor).body["ok"], true);
     // Truncating the newest entry is caught by the anchor.
