@@ -84,6 +84,9 @@ impl Assessment {
 struct CompiledRule {
     rule: &'static rules::Rule,
     patterns: Vec<Pattern>,
+    /// Whether each pattern names a negation itself ("not want to live"):
+    /// then a negation inside its match is the risk, not a denial of it.
+    own_negation: Vec<bool>,
     unless: Vec<Pattern>,
     with: Vec<Pattern>,
 }
@@ -108,6 +111,11 @@ fn compiled() -> &'static Compiled {
                 .map(|rule| CompiledRule {
                     rule,
                     patterns: all(rule.patterns),
+                    own_negation: rule
+                        .patterns
+                        .iter()
+                        .map(|p| p.split(|c: char| !c.is_alphanumeric()).any(|w| NEGATION_CUES.contains(&w)))
+                        .collect(),
                     unless: all(rule.unless),
                     with: all(rule.with),
                 })
@@ -151,6 +159,15 @@ fn negated(clause: &[String], start: usize) -> bool {
     false
 }
 
+/// A negation cue inside a match, in a gap ("I would never hurt my kids"
+/// matches "@intent .. @violent ..." from "would").
+fn negated_inside(clause: &[String], start: usize, end: usize) -> bool {
+    (start..end).any(|i| {
+        NEGATION_CUES.contains(&clause[i].as_str())
+            && !PSEUDO_NEGATION_NEXT.contains(&clause.get(i + 1).map(String::as_str).unwrap_or(""))
+    })
+}
+
 fn historical(c: &Compiled, clause: &[String]) -> bool {
     c.historical.iter().any(|p| contains_phrase(clause, p)) && !c.current.iter().any(|p| contains_phrase(clause, p))
 }
@@ -172,9 +189,11 @@ pub fn classify(text: &str) -> Assessment {
                 continue;
             }
             let old = historical(c, clause);
-            for p in &cr.patterns {
+            for (p, own_negation) in cr.patterns.iter().zip(&cr.own_negation) {
                 for span in p.find_all(clause) {
-                    let discounted = old || negated(clause, span.start);
+                    let discounted = old
+                        || negated(clause, span.start)
+                        || (!own_negation && negated_inside(clause, span.start, span.end));
                     let sev = if discounted { cr.rule.severity.min(Severity::Low) } else { cr.rule.severity };
                     let candidate = (sev, !discounted);
                     if best.is_none_or(|(s, d)| candidate > (s, !d)) {
