@@ -95,7 +95,7 @@ impl wit::Guest for SafetyScreen {
         assessment_to_wit(screen::classify(&text))
     }
 
-    fn crisis_payload(assessment: wit::Assessment, resources_json: String) -> Result<wit::CrisisPayload, String> {
+    fn build_crisis_payload(assessment: wit::Assessment, resources_json: String) -> Result<wit::CrisisPayload, String> {
         let p = crisis::crisis_payload(&assessment_from_wit(assessment), &resources_json)?;
         Ok(wit::CrisisPayload {
             escalate: p.escalate,

@@ -5,7 +5,7 @@
 //! default: `config/crisis_resources.default.json`, both embedded here). A
 //! deployment sets it as the Spin variable `crisis_resources`; the API
 //! passes the variable's text to [`crisis_payload`] (or, across the
-//! component boundary, to `therapy:safety/screen.crisis-payload`).
+//! component boundary, to `therapy:safety/screen.build-crisis-payload`).
 
 use crate::screen::{Assessment, Category, Severity};
 use serde::{Deserialize, Serialize};
