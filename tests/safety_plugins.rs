@@ -5,8 +5,18 @@
 //! output filter alone through `spin.toml`.
 
 use anyhow::{Context, Result, bail};
-use e2e_tests::{HostCommand, cargo, target_dir};
+use e2e_tests::{HostCommand, target_dir};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Cargo in this test's own workspace (not `e2e_tests::cargo`, whose root is
+/// compiled into the shared support library: with one target dir shared by
+/// several checkouts, that can be another checkout's root).
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits inside the workspace"));
+    cmd
+}
 
 struct Wasm {
     probe: PathBuf,
