@@ -44,6 +44,9 @@ enum Slot {
 #[derive(Debug, Clone)]
 pub struct Pattern {
     slots: Vec<Slot>,
+    /// The mandatory slot with the fewest alternatives: a clause with none
+    /// of its (first) words cannot match, so the pattern is skipped cheaply.
+    anchor: Option<usize>,
 }
 
 /// Where a pattern matched: token indices `[start, end)` in the clause.
@@ -81,7 +84,28 @@ impl Pattern {
             slots.push(slot);
         }
         assert!(!slots.is_empty(), "empty pattern");
-        Pattern { slots }
+        let anchor = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::One(a) if !a.many => Some((i, a.singles.len() + a.prefixes.len() + a.multi.len())),
+                _ => None,
+            })
+            .min_by_key(|&(_, n)| n)
+            .map(|(i, _)| i);
+        Pattern { slots, anchor }
+    }
+
+    /// Whether some token could start an alternative of the anchor slot.
+    fn anchored(&self, tokens: &[String]) -> bool {
+        let Some(Slot::One(a)) = self.anchor.map(|i| &self.slots[i]) else {
+            return true;
+        };
+        tokens.iter().any(|t| {
+            a.singles.contains(t.as_str())
+                || a.prefixes.iter().any(|p| t.starts_with(p.as_str()))
+                || a.multi.iter().any(|m| m.first().is_some_and(|w| word_matches(w, t)))
+        })
     }
 
     /// The first (leftmost) match in `tokens`.
@@ -91,7 +115,8 @@ impl Pattern {
 
     /// One match per start position, left to right.
     pub fn find_all<'a>(&'a self, tokens: &'a [String]) -> impl Iterator<Item = Span> + 'a {
-        (0..tokens.len()).filter_map(move |start| {
+        let possible = self.anchored(tokens);
+        (0..if possible { tokens.len() } else { 0 }).filter_map(move |start| {
             match_slots(&self.slots, tokens, start).map(|end| Span { start, end })
         })
     }

@@ -178,19 +178,19 @@ pub fn classify(text: &str) -> Assessment {
     let n = normalise(text);
     let mut hits: Vec<Hit> = Vec::new();
 
+    // Per clause, once: does it read as history?
+    let old: Vec<bool> = n.clauses.iter().map(|clause| historical(c, clause)).collect();
     for cr in &c.rules {
-        if !cr.with.is_empty() && !any_match(&cr.with, &n) {
-            continue;
-        }
         // Best outcome of this rule over the message: a live hit beats a discounted one.
+        // `unless` and `with` are checked only once a pattern has matched (most rules don't).
         let mut best: Option<(Severity, bool)> = None;
-        for clause in &n.clauses {
-            if cr.unless.iter().any(|p| p.find(clause).is_some()) {
-                continue;
-            }
-            let old = historical(c, clause);
+        for (clause, &old) in n.clauses.iter().zip(&old) {
+            let mut excluded: Option<bool> = None;
             for (p, own_negation) in cr.patterns.iter().zip(&cr.own_negation) {
                 for span in p.find_all(clause) {
+                    if *excluded.get_or_insert_with(|| cr.unless.iter().any(|u| u.find(clause).is_some())) {
+                        break;
+                    }
                     let discounted = old
                         || negated(clause, span.start)
                         || (!own_negation && negated_inside(clause, span.start, span.end));
@@ -202,7 +202,9 @@ pub fn classify(text: &str) -> Assessment {
                 }
             }
         }
-        if let Some((severity, discounted)) = best {
+        if let Some((severity, discounted)) = best
+            && (cr.with.is_empty() || any_match(&cr.with, &n))
+        {
             hits.push(Hit { rule_id: cr.rule.id.to_string(), category: cr.rule.category, severity, discounted });
         }
     }

@@ -115,6 +115,14 @@ fn screen_cost() {
         }
     }
     let per = start.elapsed().as_secs_f64() * 1e6 / (rounds * set.len()) as f64;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for m in &set {
+            std::hint::black_box(safety_screen::normalise::normalise(&m.text));
+        }
+    }
+    let norm = start.elapsed().as_secs_f64() * 1e6 / (rounds * set.len()) as f64;
+    println!("of which normalisation: {norm:.1} µs per message");
     let cold = Instant::now();
     let _ = classify("warm rules, cold message");
     println!("screen: {per:.1} µs per message (mean over {} messages x {rounds}; {flagged} flagged); one more: {:?}", set.len(), cold.elapsed());
