@@ -98,6 +98,12 @@ pub const SETS: &[(&str, &str)] = &[
     // Ways of going on living (after "no point", "no reason", ...).
     ("live", "living|live|go_on|going_on|keep_living|keep_going|be_alive|being_alive|stay_alive|staying_alive|exist|\
               existing|be_here|being_here|carry_on|carrying_on|wake_up|waking_up|life|continue|continuing|get_up|getting_up"),
+    // Being gone (after "if I", "when I", "nobody would care if I").
+    ("gone", "gone|dead|died|die|disappeared|disappear|vanished|vanish|not_here|not_around|was_not_here|were_not_here|did_not_exist|never_existed|killed_myself|left_for_good|no_longer_here|not_alive"),
+    // Things a person might be "better off" without.
+    ("better", "better|happier|easier|lighter|fine|okay|ok|relieved|freer|calmer|safer"),
+    // Means of suicide (for "staring at", "holding", "bought").
+    ("means", "pills|tablets|rope|noose|gun|knife|blade|razor|razors|bridge|tracks|ledge|edge|cliff|overdose|bleach|belt|cord|ledge|balcony"),
     // Medicines and pills.
     ("meds", "pills|pill|tablets|tablet|capsules|paracetamol|acetaminophen|tylenol|ibuprofen|aspirin|painkillers|meds|\
               medication|medications|medicine|antidepressants|antidepressant|sertraline|fluoxetine|citalopram|\
@@ -148,6 +154,12 @@ pub const RULES: &[Rule] = &[
         "sleep|asleep forever",
         "disappear* forever|for_good|permanently",
         "stop|stopped|stopping|quit existing",
+        "@better|best to [just] not exist|die|disappear|be_dead|not_be_here|not_wake_up|not_be_alive|end_it|be_gone|vanish",
+        "want|need|wish|hope .. pain|it|everything|this|suffering|hurting .. to end|stop|go_away .. forever|permanently|for_good",
+        "end|stop the|this|my pain .. forever|permanently|for_good",
+        "feel|feeling|so|am trapped|stuck .. no way out|no_escape|only_way_out",
+        "no way out|escape .. except|but|other_than|apart_from",
+        "only way out|to_escape|to_make_it_stop",
         "cease|ceased to exist",
         "not exist any_more|at_all",
         "rather be_dead|die",
@@ -189,8 +201,11 @@ pub const RULES: &[Rule] = &[
         "better off|of without me",
         "better|happier|easier|lighter|fine .. if|when i .. gone|dead|not_here|not_around|died|disappeared|was_never_born|did_not_exist|never_existed|was_not_alive|were_not_alive|left_for_good",
         "not miss me .. if|when i .. gone|dead|died|disappeared",
-        "nobody|no_one would [even] miss|notice|care .. if|when i .. gone|dead|died|disappeared|not_here",
-        "world|everyone .. better .. without me",
+        "nobody|no_one would [even] miss|notice|care .. if|when i .. @gone",
+        "world|everyone|everybody|family|they|life .. @better .. without me",
+        "@better off|of without me",
+        "burden|problem .. much_longer|for_much_longer|soon|any_longer",
+        "will_not|wo_not|not_going_to be a burden|be_a_problem|bother_anyone .. much_longer|for_long|soon|any_more|any_longer",
     ]),
     rule("SUI-007", Suicide, Moderate, "Farewells and putting affairs in order", &[
         "will not be around|here much_longer|for_much_longer|for_long|much_more|longer",
@@ -200,6 +215,13 @@ pub const RULES: &[Rule] = &[
         "giv*|gave away everything|all_my_things",
         "will not need .. where_i_am_going|after_tonight|after_this_week|when_i_am_gone",
         "after|once i am gone|dead|not_around|not_here|no_longer_here",
+        "if i am|i_m not here|around|alive .. tomorrow|next|by|any_more|after",
+        "if .. happens to me .. not your fault",
+        "not your|anyone fault .. if|when i",
+        "wrote|written|writing|left|leave [a] letters|notes|letter|note .. explaining|explain|why|goodbye|sorry|forgive|to_each|for_each|for_my_family|for_my_kids",
+        "take care of my .. for me|when_i_am_gone|after_i_am_gone",
+        "thank you for everything .. goodbye|sorry|bye|forgive",
+        "sorry for everything",
         "wrote|written|writing|left|leave [a|my|the] suicide|goodbye|farewell note|notes|letter|letters",
         "said|say|saying my goodbyes|goodbye_to_everyone|final_goodbyes",
         "this is goodbye",
@@ -230,6 +252,10 @@ pub const RULES: &[Rule] = &[
         "drive|driving|crash* .. into .. wall|tree|traffic|lorry|truck|bridge",
         "step|walk|walking|stepping in_front_of .. train|bus|traffic|car|lorry|truck",
         "drown myself",
+        "walk*|swim*|wade|wading into|out_into [the] sea|ocean|river|lake|waves|water",
+        "hop*|hoping|want*|wish|pray* .. crash|crashes|hit_me|hits_me|run_me_over|not_survive|do_not_make_it_home|never_arrive|do_not_wake",
+        "staring|stare|stared|looking|looked|holding|held .. at .. @means",
+        "staring|holding|held|counting|counted|lined_up|lining_up .. @means|@meds",
         "carbon monoxide",
     ]).unless(&["bungee|bungy|swim|swimming|lake|river_for_fun|parachute|skydiv*|fanfic|fiction|character|novel|book|film|movie|show|climbing|camping|sailing|boat|tent|washing_line|skipping|jump_rope|swing|tug"]),
     rule("SUI-010", Suicide, High, "A plan or a decision to die", &[
@@ -237,6 +263,8 @@ pub const RULES: &[Rule] = &[
         "plan|plans|planned|planning|decided|deciding|ready to die|end_it|end_it_all|end_my_life|kill_myself|do_it_tonight",
         "decided|deciding|made_up_my_mind .. end_things|end_it|end_it_all|do_it|die|go_through_with_it|kill_myself|end_my_life",
         "going|ready|want|plan*|planning|about to end it|things|everything|it_all",
+        "@intent|i_will .. take|swallow|down .. all|every|whole|entire .. @meds|prescription",
+        "be done with it|it_all|everything|life .. tonight|today|soon|forever|for_good",
         "end it all|everything",
     ]).unless(&["with him|her|them|my|you|your|our", "relationship|between|contract|call|conversation|meeting|subscription|lease|job|marriage|engagement|friendship|chat|session|fast|diet|streak|argument|game|project|trip|holiday|semester|season|series|book|show|debate|discussion|feud"]),
     rule("SUI-011", Suicide, High, "A date picked, together with talk of dying", &[
@@ -291,6 +319,11 @@ pub const RULES: &[Rule] = &[
         "fresh|new|deep cuts|wounds|burns on my|on_my",
         "hiding .. cuts|scars|wounds|burns|them_from_everyone",
     ]).unless(&["shaving|shave|beard|legs_for|budget|funding|jobs|staff|spending"]),
+    rule("SH-007", SelfHarm, High, "Injuring oneself on purpose (overrides the accident exclusions)", &[
+        "cut*|burn*|scratch*|hurt*|hit*|bang*|punch*|scald*|slice*|stab*|bruis* .. my|myself ... on_purpose|deliberately|intentionally|to_punish_myself|to_feel|to_feel_something|to_feel_better|so_i_would_feel",
+        "on purpose|deliberately|intentionally .. cut*|burn*|scratch*|hurt*|hit*|bang*|punch*|scald*|slice*|stab* .. my|myself",
+        "took|take|taking|put|held|hold|pressed|press a|the|my razor|blade|knife|lighter|cigarette|iron|scissors|glass .. to|on|against|into my @body",
+    ]),
     rule("SH-006", SelfHarm, High, "Taking pills or harmful substances on purpose", &[
         "took|taken|take|taking|swallowed .. @meds .. on_purpose|deliberately|intentionally|to_feel_something",
         "on purpose|deliberately|intentionally .. took|taken|swallowed|overdosed",
@@ -303,7 +336,11 @@ pub const RULES: &[Rule] = &[
         "@intent .. @violent [up] [my] ex|exes",
         "@intent .. @violent|smash*|smashing|bash*|kick*|crush*|cave|caving .. his|her|their|your head|face|skull|throat|neck|teeth|brains",
         "make sure he|she|they never walk*|walks|breathe*|wake*|talk*|see*|hurt*_anyone .. again",
-    ]).unless(&["@games", "@violent .. feelings|feeling|chances|career|reputation|ego|pride|business|sales|team|mood|vibe|time|the_process|the_bug|the_project|joke|record|deadline|competition|diet|habit|cravings|appetite|pizza|coffee", "killed_it|kill_it|smash_it|beat_it|beat_them_to_it|beat_him_to_it|beat_her_to_it", "it|that|this|which|news|truth|what would|will|could|might|is_going_to @violent", "hit* .. up|back_up|a_message|with_a_text|with_a_message|with_the|up_for", "photo*|photograph*|camera|wedding|video|film|footage|pictures|portraits|hoops|message|email|text|line|dm"]),
+        "@intent .. @violent|beat|kick|knock|punch .. out_of [my|the|his|her|their|that] @rel|@pron",
+        "@intent .. push*|shov*|throw|thrown|throwing .. @pron|@det .. in_front_of|off|down|into|over .. train|bridge|cliff|stairs|traffic|balcony|road|platform|tracks|edge|car|bus|window",
+        "@intent|put|slip*|add*|spike|spiking .. poison|rat_poison|bleach|antifreeze|drugs|ground_glass .. in|into .. @det|his|her|their|@pron",
+        "@intent .. bring|take|bringing|taking|carry .. gun|knife|weapon|rifle|bomb|machete|explosives .. to school|work|class|church|the_office|campus|the_party|the_mall",
+    ]).unless(&["@games", "@violent .. feelings|feeling|chances|career|reputation|ego|pride|business|sales|team|mood|vibe|time|the_process|the_bug|the_project|joke|record|deadline|competition|diet|habit", "killed_it|kill_it|smash_it|beat_it|beat_them_to_it|beat_him_to_it|beat_her_to_it", "it|that|this|which|news|truth|what would|will|could|might|is_going_to @violent", "hit* .. up|back_up|a_message|with_a_text|with_a_message|with_the|up_for", "photo*|photograph*|camera|wedding|video|film|footage|pictures|portraits|hoops|message|email|text|line|dm"]),
     rule("HO-002", HarmToOthers, High, "Thoughts of mass violence", &[
         "shoot*|shot|bomb*|blow*|attack*|gas*|stab* up .. school|class|office|work|workplace|mall|church|mosque|synagogue|temple|concert|crowd|campus|college|university|party|station|subway|bus",
         "mass shooting|murder|killing",
@@ -401,6 +438,8 @@ pub const RULES: &[Rule] = &[
         "is|are|been|keeps hurting|hitting|beating|abusing|neglecting|molesting|starving|slapping|punching|kicking her|him|them|my|the",
         "hurting|hitting|beating|abusing|neglecting her|him|them",
         "@det @rel .. is|are|was|were|being abused|beaten|hit|molested|neglected",
+        "@det @rel|he|she|they ... hits|beats|hurts|abuses|kicks|punches|slaps|chokes|strangles|rapes|molests|threatens|hit|beat|slapped|punched|kicked|choked|raped her|him|them",
+        "too scared|afraid|frightened|terrified to leave|go_home|tell_anyone|report_it|call_the_police",
         "@det @rel|he|she|they ... hits|beats|hurts|abuses|kicks|punches|slaps|chokes|molests|touches [my|his|her|our] [little|baby|younger|older|big|small] brother|sister|son|daughter|kids|children|child|mum|mom|mother|dad|baby|siblings|brothers|sisters",
     ]).unless(&["hurting|hitting|beating .. feelings|feeling|chances|career|reputation|ego|pride|business|sales|team|back|knee|leg|hip|head|eyes|ears", "@games"]),
     // ---- medical emergency -------------------------------------------------------
@@ -456,6 +495,9 @@ pub const RULES: &[Rule] = &[
         "face .. drooping|droop*|numb|dropped",
         "can not lift|move|feel .. arm|leg|side|left_side|right_side",
         "slurred|slurring speech|words",
+        "slurring|slurs .. words|speech|his_words|her_words",
+        "can not|can_not|cannot speak|talk properly|clearly|right|straight",
+        "arm|leg|face|side|hand .. limp|drooping|droopy|paralysed|paralyzed|dead_weight",
         "stroke symptoms|signs",
     ]).unless(&["panic_attack|anxiety_attack|last_year|years_ago|a_stroke_of|stroke_of_luck|stroke_the|stroking|heart_attack_risk|almost|nearly|when_i_saw|gave_me|give_me|giving_me"]),
     rule("MED-008", MedicalEmergency, Imminent, "A seizure now", &[
