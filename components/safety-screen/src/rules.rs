@@ -101,7 +101,7 @@ pub const SETS: &[(&str, &str)] = &[
     // Being gone (after "if I", "when I", "nobody would care if I").
     ("gone", "gone|dead|died|die|disappeared|disappear|vanished|vanish|not_here|not_around|was_not_here|were_not_here|did_not_exist|never_existed|killed_myself|left_for_good|no_longer_here|not_alive"),
     // Things a person might be "better off" without.
-    ("better", "better|happier|easier|lighter|fine|okay|ok|relieved|freer|calmer|safer"),
+    ("better", "better|happier|easier|lighter|fine|okay|ok|relieved|freer|calmer|safer|simpler|less_stressed|richer"),
     // Means of suicide (for "staring at", "holding", "bought").
     ("means", "pills|tablets|rope|noose|gun|knife|blade|razor|razors|bridge|tracks|ledge|edge|cliff|overdose|bleach|belt|cord|ledge|balcony"),
     // Medicines and pills.
@@ -199,7 +199,7 @@ pub const RULES: &[Rule] = &[
     ]),
     rule("SUI-006", Suicide, Moderate, "Belief that others would be better off without them", &[
         "better off|of without me",
-        "better|happier|easier|lighter|fine .. if|when i .. gone|dead|not_here|not_around|died|disappeared|was_never_born|did_not_exist|never_existed|was_not_alive|were_not_alive|left_for_good",
+        "@better .. if|when i .. @gone|was_never_born|was_not_alive|were_not_alive",
         "not miss me .. if|when i .. gone|dead|died|disappeared",
         "nobody|no_one would [even] miss|notice|care .. if|when i .. @gone",
         "world|everyone|everybody|family|they|life .. @better .. without me",
@@ -242,6 +242,7 @@ pub const RULES: &[Rule] = &[
         "painless way*|death|method|methods",
         "lethal|fatal dose",
         "how many .. @meds .. kill|die|lethal|fatal|enough|take|it_would_take|would_take|does_it_take",
+        "how long|how_quickly|how_fast .. take|takes|does_it_take .. to die|to_bleed_out|to_suffocate|hanging|overdose",
         "how easy|quick|simple it would be|to_end|to_die|to_jump|to_just",
         "train|railway tracks|line .. thought|think|thinking|wonder*|imagin*",
         "saved|saving|stockpil*|hoard*|collect*|stash* [up] .. @meds",
@@ -283,12 +284,28 @@ pub const RULES: &[Rule] = &[
         "lost .. to suicide",
     ]),
     // ---- self-harm -------------------------------------------------------------
+    rule("SUI-014", Suicide, Moderate, "One's own death or non-existence, with a wish, relief, finality or means anywhere in the message (broad net)", &[
+        "to die|be_dead|not_exist|not_be_alive|stop_existing|not_be_here|disappear_forever",
+        "not|no_longer|never alive|exist|existing|be_here|be_around|wake_up|waking_up",
+        "my own|my death|funeral|grave|suicide|ending|end",
+        "i|me was|were|am|be|being gone|dead",
+        "let_go|rest|sleep|disappear|vanish|drift_off|fade_away .. forever|for_good|permanently|for_ever|and_never_come_back",
+        "end|ending it|things|everything|my_life|the_pain|this_pain",
+        "how long|how_quickly|how_fast|how_much|what_dose .. die|death|kill|lethal|fatal|hanging|overdose|bleed_out",
+        "use|using|point*|turn*|put* it|the_gun|the_knife|the_blade .. on|at|against|to myself|my_head|my_throat",
+        "step*|jump*|throw*_myself|fall|falling|lean* .. off|from|over .. roof|rooftop|ledge|edge|bridge|building|balcony|cliff|railing|platform",
+        "standing|stood|sitting|sat|climbed|climbing on|onto .. roof|rooftop|ledge|edge|bridge|balcony|cliff|railing",
+        "said|say|saying bye|goodbye|goodbyes to everyone|to_everybody|to_all|to_people|to_everyone_i",
+        "finish|end|complete what i started",
+    ]).with(&["want*", "wish*", "wonder*", "imagin*", "think*", "thought", "relieved", "relief", "@better", "ready", "plan*", "going to", "tempted", "urge*", "hope*", "decided", "enough", "done", "tired", "forever", "for good", "permanently", "tonight", "goodbye", "bye", "last", "@means", "myself", "anymore", "any more"])
+    .unless(&["scared|afraid|fear*|terrified|worried|anxious|phobia|fear_of .. die|dying|death|funeral|dead", "die_of|dying_to|die_laughing|die_for|die_happy|die_in_my_sleep|die_alone|die_old|to_die_for|die_young|die_before", "my own|my death .. certificate|metal|band|wish|will", "grandma|grandmother|grandad|grandfather|dad|mum|mom|father|mother|friend|uncle|aunt|cat|dog|pet|husband|wife|son|daughter|brother|sister|nan|granny .. funeral|grave|died|death|dead", "end|ending it|things .. with|between", "end the|this|my pain|hurting|suffering .. without|with_therapy|with_help|by_talking", "@games", "battery|phone|laptop|plant|plants|car|engine|battery_is|is_dead", "dead tired|beat|serious|set|sure|on_my_feet|end|last|certain|bored|wrong|right|good|funny|inside|weight|heat|centre|center|easy"]),
     rule("SH-001", SelfHarm, High, "Self-injury (act or urge) done to oneself", &[
         "cut|cutting|cuts|slit|slice*|slicing|carv*|burn|burns|burning|burned|burnt|scratch*|hurt|hurts|hurting|harm|harming|harmed|punish*|starv*|hit|hits|hitting|punch*|bang*|injur*|stab*|bruis*|bite|biting|mutilat*|scald*|strangl*|chok*|whip* myself",
     ]).unless(&["@accident", "hurt myself laughing"]),
     rule("SH-002", SelfHarm, High, "Cutting, burning or scratching one's own body", &[
         "cut|cutting|cuts|slit|slice*|slicing|carv*|burn*|scratch*|stab*|gash*|scrap* .. my|into_my|on_my|up_my @body",
-    ]).unless(&["@accident", "opening|glass|broken|tin|can_opener|eczema|itch*|itchy|rash|mosquito|bites|allergy|hives|psoriasis", "cut my hair|fringe|nails|losses", "burn* my calories|energy|bridges|money|savings|food|toast|tongue", "cut off|cut_off_my", "cut* .. budget|spending"]),
+        "hit|hitting|hits|bang*|punch*|smash*|whack*|beat|beating .. my|myself @body|head|face .. with|against|until|when_i|hard",
+    ]).unless(&["@accident", "opening|glass|broken|tin|can_opener|eczema|itch*|itchy|rash|mosquito|bites|allergy|hives|psoriasis", "cut my hair|fringe|nails|losses", "burn* my calories|energy|bridges|money|savings|food|toast|tongue", "cut off|cut_off_my", "cut* .. budget|spending", "hit*|bang*|whack* .. door|cupboard|table|desk|corner|shelf|ceiling|beam|car_door|cabinet"]),
     rule("SH-003", SelfHarm, High, "Self-harm named, relapse or urges to cut or burn", &[
         "self harm*|injur*|mutilat*|hurt|hurting|harmed",
         "cutting|burning again",
@@ -369,6 +386,7 @@ pub const RULES: &[Rule] = &[
     rule("HO-007", HarmToOthers, High, "Setting fire to someone's home or car, running people over", &[
         "@intent .. set|burn* [down] [his|her|their|the|my|your|our] house|car|flat|home|place|apartment|building|room|office|school .. fire|down",
         "@intent .. set fire to",
+        "@intent .. burn* down [his|her|their|the|my|your|our] .. house|car|flat|home|place|apartment|building|room|office|school",
         "@intent .. run @pron|@rel over|down",
         "@intent .. run over|down @pron",
         "@intent .. run @det @rel over|down",
@@ -382,9 +400,9 @@ pub const RULES: &[Rule] = &[
         "@subj|@rel ... lock*|locked me in|up",
         "@subj|@rel ... hold*|held|pin*|pinned me down",
         "@subj|@rel ... throw*|threw .. at me",
-    ]).unless(&["@games", "hit me up|hits_me_up", "hit me hard|hits_me_hard|hit_me_like|hits_me_like|hit_me_that|hits_me_that|it_hit_me|it_hits_me|hit_me_with_a_question|hit_me_with_the_news|hit_me_with_an_idea|hit_me_when_i_realised", "cut me off|out|some_slack|a_deal|short", "account|email|system|computer|laptop|app|website", "threw|throws|throw shade|compliments|questions|a_question|jokes|work|tasks|a_party", "kicked me out|kicks_me_out|kick_me_out|kicked_me_off_the", "dragged me to|along|drags_me_to|dragged_me_out", "locked me out by_accident", "grab* me a|grabbed_me_a|grabbed_me_some|grab_me_some|grabs_me_by_the_hand", "dog|cat|hamster|mosquito|puppy|kitten|horse|snake|spider .. bit|bites|bite me", "bit|bites me .. dog|cat|hamster|mosquito|puppy|kitten|horse|snake|spider", "burn* me out|burned_me_out|burnt_me_out", "beat me to|beats_me_to", "threaten* me with .. legal|lawsuit|court|leaving|divorce|fire|firing"]),
+    ]).unless(&["@games", "hit me up|hits_me_up", "hit me hard|hits_me_hard|hit_me_like|hits_me_like|hit_me_that|hits_me_that|it_hit_me|it_hits_me|hit_me_with_a_question|hit_me_with_the_news|hit_me_with_an_idea|hit_me_when_i_realised", "cut me off|out|some_slack|a_deal|short", "account|email|system|computer|laptop|app|website", "threw|throws|throw shade|compliments|questions|a_question|jokes|work|tasks|a_party", "kicked me out|kicks_me_out|kick_me_out|kicked_me_off_the", "dragged me to|along|drags_me_to|dragged_me_out", "locked me out by_accident", "grab* me a|grabbed_me_a|grabbed_me_some|grab_me_some|grabs_me_by_the_hand", "dog|cat|hamster|mosquito|puppy|kitten|horse|snake|spider .. bit|bites|bite me", "bit|bites me .. dog|cat|hamster|mosquito|puppy|kitten|horse|snake|spider", "burn* me out|burned_me_out|burnt_me_out", "beat me to|beats_me_to", "toy|toys|toddler|baby|playing|play_fight*|by_accident|accidentally|pillow_fight", "threaten* me with .. legal|lawsuit|court|leaving|divorce|fire|firing"]),
     rule("AB-002", Abuse, High, "Threats to hurt or kill the user", &[
-        "threaten*|threatening to .. kill|hurt|beat|hit|stab|shoot|harm|murder|rape .. me|my_kids|my_children|my_family|the_kids|my_pets",
+        "threaten*|threatening to .. kill|hurt|beat|hit|stab|shoot|harm|murder|rape|take .. me|my|our|the_kids|the_children",
         "said|says|told_me|tells_me|threatened|swore [that] he|she|they [would|will|is_going_to|was_going_to] kill|hurt|murder|beat|stab|shoot|strangle|harm|rape me",
         "kill|hurt|beat|murder me if i .. leave|leave_him|leave_her|call_the_police|call_police|report|go_to_the_police|tell_anyone|tell_someone",
         "afraid|scared|terrified|frightened he|she|they will|is_going_to|would .. kill|hurt|beat|hit me",
@@ -394,6 +412,7 @@ pub const RULES: &[Rule] = &[
         "sexually|sexual assault*|abus*|abuse|assaulted|harass*|touched|exploited",
         "molest*|grope*|groped|groping",
         "force*|forcing|made|makes|pressur* me .. sex|sexual|have_sex|touch_him|touch_her|send_nudes|sleep_with",
+        "keeps|keep|always|kept touching|grabbing|groping me",
         "touch* me .. way*|inappropriately|private*|down_there|at_night|where|sexual*|when_no_one|in_bed|under|when_mum",
         "send*|sent|sending me .. sexual|explicit|naked|nude|dirty|nudes",
         "sexual|explicit|naked|nude messages|photos|pictures|texts|pics",
@@ -487,11 +506,14 @@ pub const RULES: &[Rule] = &[
         "lost .. lot of blood",
         "cut|cuts|cutting|stabbed .. too deep",
         "need stitches",
+        "vomit*|throwing_up|coughing|coughing_up|puking|spitting|peeing|pooing .. blood",
     ]).unless(&["period|nosebleed|nose_bleed|paper_cut|gums|heart_is_bleeding"]),
     rule("MED-007", MedicalEmergency, Imminent, "Heart attack or stroke signs", &[
         "having|think|is_having|might_be_having|could_be|am_having [a] heart_attack|stroke",
         "crushing|severe|sharp|bad|terrible|really_bad|tight chest pain|pains",
         "chest .. hurts|pain|pains .. arm|jaw|sweating|breath|numb|left",
+        "chest .. crushing|tight|tightness|pressure|heavy|squeezing .. arm|jaw|sweat*|breath|numb|left",
+        "arm|jaw|left_side .. numb|gone_numb|tingling .. chest",
         "face .. drooping|droop*|numb|dropped",
         "can not lift|move|feel .. arm|leg|side|left_side|right_side",
         "slurred|slurring speech|words",
