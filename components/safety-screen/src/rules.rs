@@ -78,7 +78,7 @@ pub const SETS: &[(&str, &str)] = &[
     // Pronouns and collective targets.
     ("pron", "him|her|them|someone|somebody|anyone|anybody|people|everyone|everybody|you|strangers"),
     // Acts of violence against someone (intent form).
-    ("violent", "kill|killing|murder*|stab*|shoot|shooting|strangl*|chok*|hurt|hurting|harm|harming|beat|beating|\
+    ("violent", "kill|killing|murder*|stab*|slash*|shoot|shooting|strangl*|chok*|hurt|hurting|harm|harming|beat|beating|\
                  attack*|poison*|punch*|smother*|drown|drowning|tortur*|batter*|assault*|maim*|slit|bash*|knife|knifing|\
                  slap*|hit|hitting|smack*|rape|raping|injure|injuring|bludgeon*|cripple"),
     // Wanting, planning, imagining, being about to.
@@ -182,6 +182,15 @@ pub const RULES: &[Rule] = &[
         "reasons to live|stay|keep_going|go_on",
         "will_not|wo_not|never|not_think_i_will|not_sure_i_will|not_think_i_would make it to|past|through my|next|the .. birthday|christmas|new_year|year|summer|winter|month|anniversary",
         "i am done with life|living|everything|it_all|this_life|being_alive",
+        "finally be at|in peace|free|gone|at_rest",
+        "count*|counting down .. until|till .. peace|gone|over|free|the_end",
+        "everything|it|the_world|life|it_all to go|fade|turn dark|black|quiet|silent .. forever|and_stay|stay_that_way|for_good|permanently",
+        "no future for me",
+        "checking|check|checked out .. soon|early|for_good|permanently|of_life|of_this_life|tonight",
+        "updat*|wrote|writing|made|making|sort*|finalis*|finaliz* .. my will",
+        "sort*|put*|putting|getting my affairs in order",
+        "passwords|accounts .. for my|to_my .. brother|sister|mum|mom|dad|family|partner|husband|wife|kids",
+        "@rel|kids|family|everyone|they .. better life|lives|off .. without me|with_a_different|with_someone_else|if_i_was_not|if_i_were_not",
         "give|giving|given up on life|living",
     ]).unless(&["live here|there|in|with|abroad|at|near|together|on_my_own|alone|nearby|closer|somewhere"]),
     rule("SUI-005", Suicide, Moderate, "No reason to live, life not worth living", &[
@@ -243,6 +252,10 @@ pub const RULES: &[Rule] = &[
         "lethal|fatal dose",
         "how many .. @meds .. kill|die|lethal|fatal|enough|take|it_would_take|would_take|does_it_take",
         "how long|how_quickly|how_fast .. take|takes|does_it_take .. to die|to_bleed_out|to_suffocate|hanging|overdose",
+        "research*|look*|googl*|search*|find*|found|which|what .. highest|tallest|high_enough|deepest .. bridge|building|cliff|roof|car_park|tower|drop",
+        "stood|standing|sat|sitting|climbed|lingered at|on|near|by [the] edge|ledge|railing|rail .. of .. platform|bridge|roof|cliff|building|balcony|tracks",
+        "put|set|kept|keeping|saved|saving|hidden|hid aside|away|back .. enough|all|@meds",
+        "enough .. @meds .. to make_sure|do_it|end_it|die|kill|for_it_to_work|to_work",
         "how easy|quick|simple it would be|to_end|to_die|to_jump|to_just",
         "train|railway tracks|line .. thought|think|thinking|wonder*|imagin*",
         "saved|saving|stockpil*|hoard*|collect*|stash* [up] .. @meds",
@@ -262,7 +275,8 @@ pub const RULES: &[Rule] = &[
     rule("SUI-010", Suicide, High, "A plan or a decision to die", &[
         "made|have|got|making|make|planned [a] plan .. how|to_do_it|to_die|to_end|to_kill|do_it|to_go_through_with_it",
         "plan|plans|planned|planning|decided|deciding|ready to die|end_it|end_it_all|end_my_life|kill_myself|do_it_tonight",
-        "decided|deciding|made_up_my_mind .. end_things|end_it|end_it_all|do_it|die|go_through_with_it|kill_myself|end_my_life",
+        "decided|worked_out|figured_out|know|planned|chosen .. how|when|where ... do it|end_it|die|kill_myself",
+        "decided|deciding|made_up_my_mind ... end_things|end_it|end_it_all|do_it|die|go_through_with_it|kill_myself|end_my_life",
         "going|ready|want|plan*|planning|about to end it|things|everything|it_all",
         "@intent|i_will .. take|swallow|down .. all|every|whole|entire .. @meds|prescription",
         "be done with it|it_all|everything|life .. tonight|today|soon|forever|for_good",
@@ -301,7 +315,7 @@ pub const RULES: &[Rule] = &[
     .unless(&["scared|afraid|fear*|terrified|worried|anxious|phobia|fear_of .. die|dying|death|funeral|dead", "die_of|dying_to|die_laughing|die_for|die_happy|die_in_my_sleep|die_alone|die_old|to_die_for|die_young|die_before", "my own|my death .. certificate|metal|band|wish|will", "grandma|grandmother|grandad|grandfather|dad|mum|mom|father|mother|friend|uncle|aunt|cat|dog|pet|husband|wife|son|daughter|brother|sister|nan|granny .. funeral|grave|died|death|dead", "end|ending it|things .. with|between", "end the|this|my pain|hurting|suffering .. without|with_therapy|with_help|by_talking", "@games", "battery|phone|laptop|plant|plants|car|engine|battery_is|is_dead", "dead tired|beat|serious|set|sure|on_my_feet|end|last|certain|bored|wrong|right|good|funny|inside|weight|heat|centre|center|easy"]),
     rule("SH-001", SelfHarm, High, "Self-injury (act or urge) done to oneself", &[
         "cut|cutting|cuts|slit|slice*|slicing|carv*|burn|burns|burning|burned|burnt|scratch*|hurt|hurts|hurting|harm|harming|harmed|punish*|starv*|hit|hits|hitting|punch*|bang*|injur*|stab*|bruis*|bite|biting|mutilat*|scald*|strangl*|chok*|whip* myself",
-    ]).unless(&["@accident", "hurt myself laughing"]),
+    ]).unless(&["@accident", "hurt myself laughing", "cut myself off|out|free|loose|some_slack|a_break|a_slice|a_piece"]),
     rule("SH-002", SelfHarm, High, "Cutting, burning or scratching one's own body", &[
         "cut|cutting|cuts|slit|slice*|slicing|carv*|burn*|scratch*|stab*|gash*|scrap* .. my|into_my|on_my|up_my @body",
         "hit|hitting|hits|bang*|punch*|smash*|whack*|beat|beating .. my|myself @body|head|face .. with|against|until|when_i|hard",
@@ -339,6 +353,7 @@ pub const RULES: &[Rule] = &[
     rule("SH-007", SelfHarm, High, "Injuring oneself on purpose (overrides the accident exclusions)", &[
         "cut*|burn*|scratch*|hurt*|hit*|bang*|punch*|scald*|slice*|stab*|bruis* .. my|myself ... on_purpose|deliberately|intentionally|to_punish_myself|to_feel|to_feel_something|to_feel_better|so_i_would_feel",
         "on purpose|deliberately|intentionally .. cut*|burn*|scratch*|hurt*|hit*|bang*|punch*|scald*|slice*|stab* .. my|myself",
+        "punch*|hit*|smash*|head_butt*|headbutt* [the|a] wall|walls|mirror|window|glass|door .. on_purpose|deliberately|to_hurt|until|to_feel",
         "took|take|taking|put|held|hold|pressed|press a|the|my razor|blade|knife|lighter|cigarette|iron|scissors|glass .. to|on|against|into my @body",
     ]),
     rule("SH-006", SelfHarm, High, "Taking pills or harmful substances on purpose", &[
@@ -349,6 +364,8 @@ pub const RULES: &[Rule] = &[
     rule("HO-001", HarmToOthers, High, "Intent, urge or fantasy of hurting another person", &[
         "@intent .. @violent [up] @pron",
         "@intent .. @violent [up] @det @rel",
+        "list .. people|names|kids|students|everyone .. i .. @intent .. @violent|get_back_at|get_even_with|make_pay",
+        "people|names|kids|students|everyone|them .. i [really] want|plan|am_going to @violent",
         "@intent .. @violent [up] my|the|his|her|their .. kids|baby|children|son|daughter",
         "@intent .. @violent [up] [my] ex|exes",
         "@intent .. @violent|smash*|smashing|bash*|kick*|crush*|cave|caving .. his|her|their|your head|face|skull|throat|neck|teeth|brains",
@@ -389,6 +406,8 @@ pub const RULES: &[Rule] = &[
         "@intent .. burn* down [his|her|their|the|my|your|our] .. house|car|flat|home|place|apartment|building|room|office|school",
         "@intent .. run @pron|@rel over|down",
         "@intent .. run over|down @pron",
+        "@intent .. run|drive|push|force|ram* @pron|@det .. off_the_road|off_a_cliff|off_the_bridge|into_a_wall|into_traffic|into_a_ditch|off_the_road",
+        "@intent .. run|drive|push|force|ram* [my|his|her|the] @rel .. off_the_road|off_a_cliff|off_the_bridge|into_a_wall|into_traffic|into_a_ditch",
         "@intent .. run @det @rel over|down",
         "@intent .. drive|driving into .. people|crowd|them|him|her",
     ]).unless(&["@games", "candle|bbq|barbecue|fireplace|campfire|fire_pit|the_grill|leaves|bonfire"]),
@@ -413,6 +432,7 @@ pub const RULES: &[Rule] = &[
         "molest*|grope*|groped|groping",
         "force*|forcing|made|makes|pressur* me .. sex|sexual|have_sex|touch_him|touch_her|send_nudes|sleep_with",
         "keeps|keep|always|kept touching|grabbing|groping me",
+        "@subj|@rel ... touches|touched|touching me .. after|when|at_night|alone|in_private|in_the|privately|under|where|and",
         "touch* me .. way*|inappropriately|private*|down_there|at_night|where|sexual*|when_no_one|in_bed|under|when_mum",
         "send*|sent|sending me .. sexual|explicit|naked|nude|dirty|nudes",
         "sexual|explicit|naked|nude messages|photos|pictures|texts|pics",
@@ -451,7 +471,8 @@ pub const RULES: &[Rule] = &[
     ]),
     rule("AB-009", Abuse, High, "Told to keep quiet about touching or hurting", &[
         "tells|told|said|says|warned|makes|made [me] not to tell anyone|anybody|no_one|nobody|mum|my_mum|my_mom|my_dad|my_parents|the_teacher|the_police|my_teacher|the_social_worker",
-        "tells|told|said|says|makes|made me .. keep .. secret",
+        "tells|told|said|says|makes|made|asks|asking|asked|wants|begs|begging me .. keep .. secret",
+        "our relationship|it|this|what_we_do|what_happens a|our secret",
     ]).with(&["touch*", "hurt*", "hit*", "bruise*", "punish*", "sexual", "body", "bed", "night", "private", "naked"]),
     rule("AB-008", Abuse, Moderate, "Someone else is being hurt or abused", &[
         "is|are|been|keeps hurting|hitting|beating|abusing|neglecting|molesting|starving|slapping|punching|kicking her|him|them|my|the",
@@ -485,6 +506,8 @@ pub const RULES: &[Rule] = &[
         "not|stopped breathing",
         "can not catch my|his|her breath",
         "lips|face|fingers|skin .. turning|going|gone|are|is blue|grey|gray",
+        "turning|going|gone|went|turned blue|floppy|limp|grey|gray .. and|clutching|not|breath|chest|floppy|limp",
+        "clutching|clutches|grabbing|grabbed|holding his|her|my chest",
         "throat .. swelling|swollen|closing|tight",
         "can not swallow",
         "anaphyla*",
@@ -571,7 +594,7 @@ pub const PSEUDO_NEGATION_NEXT: &[&str] = &[
 
 /// Words that end the reach of a negation cue backwards ("I'm not okay and
 /// I want to die": the "not" does not reach past "and").
-pub const NEGATION_STOPS: &[&str] = &["and", "so", "because", "then", "or", "if", "cause", "since", "when"];
+pub const NEGATION_STOPS: &[&str] = &["and", "so", "because", "then", "or", "if", "cause", "since", "when", "i"];
 
 /// A clause reads as history with one of these ("when I was 16", "as a
 /// teenager", "years ago", "used to")...
