@@ -163,3 +163,20 @@ fn deadline_monitor_adapts_to_a_slowdown_and_checkpoints_before_a_60_second_wind
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"replan\""));
 }
+
+#[test]
+fn demo_pipeline_writes_a_servable_checkpoint_and_adapter() {
+    use gpu_host::backend::cpu::CpuBackend;
+    use gpu_host::model::{Llama, LoadOptions};
+    use gpu_host::train::demo::{DemoOptions, write_demo};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions { conversations: 40, seq_len: 128, pretrain_steps: 2, adapter_steps: 2, threads: 2, quiet: true, ..Default::default() };
+    write_demo(dir.path(), &opts).unwrap();
+    let engine = Llama::load(dir.path(), CpuBackend::new(2).unwrap(), &LoadOptions { dtype: None, max_seq: Some(64) }).unwrap();
+    let adapter = gpu_host::adapter::load_adapter(&dir.path().join("adapter"), engine.config()).unwrap();
+    assert_eq!(adapter.layers.len(), engine.config().num_layers);
+    assert_eq!(adapter.moe.expert_names[2], "bias_detection");
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap()).unwrap();
+    assert_eq!(info["synthetic_data"], true);
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".demo-work")));
+}

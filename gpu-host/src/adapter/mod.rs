@@ -298,6 +298,49 @@ pub fn export_expert(adapter: &Path, expert: &str, out: &Path) -> Result<()> {
     write_config(out, &moe, config.base_model_name_or_path.as_deref().unwrap_or(""), false, true)
 }
 
+/// Logits `[tokens, vocab]` of the base model in `model` with the adapter
+/// in `adapter` applied: a MoE-LoRA adapter as trained, or a plain PEFT
+/// LoRA adapter (e.g. an exported expert) as a single expert every token
+/// is routed to. For comparisons with PEFT.
+pub fn adapter_logits(model: &Path, adapter: &Path, tokens: &[u32]) -> Result<Vec<f32>> {
+    let config = read_config(adapter)?;
+    let batch = crate::train::model::Batch::from_documents(&[(tokens, &vec![false; tokens.len()], 255)]);
+    if config.moe.is_some() {
+        let mut m = TrainModel::<f32>::from_checkpoint(model, moe_config(&config)?, 0)?;
+        apply_adapter(&mut m, adapter)?;
+        return m.logits(&batch);
+    }
+    let moe = MoeConfig {
+        rank: config.r,
+        alpha: config.lora_alpha,
+        num_experts: 1,
+        top_k: 1,
+        expert_names: vec!["lora".into()],
+        attn_targets: ATTN_TARGETS.iter().filter(|t| config.target_modules.iter().any(|x| x == *t)).map(|s| s.to_string()).collect(),
+        aux_coef: 0.0,
+        z_coef: 0.0,
+        domain_coef: 0.0,
+    };
+    let mut m = TrainModel::<f32>::from_checkpoint(model, moe, 0)?;
+    let store = TensorStore::open_files(&[adapter.join(ADAPTER_WEIGHTS)])?;
+    let p = &mut m.params;
+    for i in 0..p.len() {
+        if p.base[i] || p.names[i].ends_with("router.weight") {
+            continue;
+        }
+        let name = format!("{PEFT_PREFIX}{}", p.names[i].replace(".mlp.experts.0.", ".mlp."));
+        if store.contains(&name) {
+            let t = store.get(&name)?;
+            t.expect_shape(&p.shapes[i])?;
+            p.data[i] = t.to_f32();
+        } else if name.ends_with("lora_B.weight") {
+            // Not targeted: a zero update.
+            p.data[i].fill(0.0);
+        }
+    }
+    m.logits(&batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,3 +9,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod run;
 pub mod planner;
+pub mod demo;
