@@ -40,7 +40,12 @@ fn fixture(conversations: usize, val_fraction: f64, seed: u64) -> Fixture {
         shard_sequences: 64,
     })
     .unwrap();
-    Fixture { _dir: dir, root, model, data }
+    Fixture {
+        _dir: dir,
+        root,
+        model,
+        data,
+    }
 }
 
 fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
@@ -74,7 +79,10 @@ fn metric_losses(out: &Path) -> Vec<u64> {
 #[test]
 fn tiny_model_loss_falls_by_half_on_a_fixed_synthetic_set() {
     let f = fixture(16, 0.0, 2);
-    let cfg = TrainConfig { micro_batch: 2, ..config(&f, "run", 50) };
+    let cfg = TrainConfig {
+        micro_batch: 2,
+        ..config(&f, "run", 50)
+    };
     let ds = Dataset::open(&f.data).unwrap();
     let loader = Loader::new(&ds.train, 256, 2, 0, 256);
     let fresh = TrainModel::<f32>::from_checkpoint(&f.model, cfg.moe(), cfg.seed).unwrap();
@@ -83,55 +91,119 @@ fn tiny_model_loss_falls_by_half_on_a_fixed_synthetic_set() {
     let mut trained = TrainModel::<f32>::from_checkpoint(&f.model, cfg.moe(), cfg.seed).unwrap();
     gpu_host::adapter::apply_adapter(&mut trained, &cfg.out.join("adapter")).unwrap();
     let (after, _) = evaluate(&trained, &loader, &ds.train, 0).unwrap();
-    eprintln!("loss on the training set: {before:.3} → {after:.3}; last step {:?}", summary.losses.last());
-    assert!(after <= 0.5 * before, "loss fell only from {before} to {after}");
+    eprintln!(
+        "loss on the training set: {before:.3} → {after:.3}; last step {:?}",
+        summary.losses.last()
+    );
+    assert!(
+        after <= 0.5 * before,
+        "loss fell only from {before} to {after}"
+    );
 }
 
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     let f = fixture(16, 0.2, 3);
-    let base = TrainConfig { accum: 2, eval_every: 4, eval_batches: 2, ..config(&f, "straight", 10) };
+    let base = TrainConfig {
+        accum: 2,
+        eval_every: 4,
+        eval_batches: 2,
+        ..config(&f, "straight", 10)
+    };
     let straight = train(&base, false).unwrap();
     assert_eq!(straight.steps, 10);
 
-    let cfg = TrainConfig { out: f.root.join("killed"), ckpt_every: 4, kill_after_step: 7, ..base.clone() };
+    let cfg = TrainConfig {
+        out: f.root.join("killed"),
+        ckpt_every: 4,
+        kill_after_step: 7,
+        ..base.clone()
+    };
     let killed = train(&cfg, false).unwrap();
     assert_eq!(killed.steps, 7);
     assert!(killed.final_checkpoint.is_none());
     // Without --resume the directory is refused.
-    let again = format!("{:#}", train(&TrainConfig { kill_after_step: 0, ..cfg.clone() }, false).unwrap_err());
+    let again = format!(
+        "{:#}",
+        train(
+            &TrainConfig {
+                kill_after_step: 0,
+                ..cfg.clone()
+            },
+            false
+        )
+        .unwrap_err()
+    );
     assert!(again.contains("--resume"), "{again}");
-    let resumed = train(&TrainConfig { kill_after_step: 0, ..cfg.clone() }, true).unwrap();
+    let resumed = train(
+        &TrainConfig {
+            kill_after_step: 0,
+            ..cfg.clone()
+        },
+        true,
+    )
+    .unwrap();
     assert_eq!(resumed.steps, 10);
 
     let (a, b) = (metric_losses(&base.out), metric_losses(&cfg.out));
     assert_eq!(a.len(), 10);
     assert_eq!(a, b, "loss curves differ");
-    let weights = |out: &Path| std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
-    assert!(weights(&base.out) == weights(&cfg.out), "final adapters differ");
+    let weights =
+        |out: &Path| std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(
+        weights(&base.out) == weights(&cfg.out),
+        "final adapters differ"
+    );
 }
 
 #[test]
 fn domain_supervised_routing_sends_each_domain_to_its_expert() {
     let f = fixture(200, 0.2, 5);
-    let cfg = TrainConfig { micro_batch: 2, domain_coef: 2.0, ..config(&f, "routed", 60) };
+    let cfg = TrainConfig {
+        micro_batch: 2,
+        domain_coef: 2.0,
+        ..config(&f, "routed", 60)
+    };
     let summary = train(&cfg, false).unwrap();
-    eprintln!("validation top-1 routing per domain: {:?}", summary.val_domain_top1);
+    eprintln!(
+        "validation top-1 routing per domain: {:?}",
+        summary.val_domain_top1
+    );
     assert_eq!(summary.val_domain_top1.len(), 4);
     for (d, frac) in summary.val_domain_top1.iter().enumerate() {
-        assert!(*frac >= 0.8, "domain {d}: only {frac} of its validation tokens go to its expert");
+        assert!(
+            *frac >= 0.8,
+            "domain {d}: only {frac} of its validation tokens go to its expert"
+        );
     }
 }
 
 #[test]
 fn planner_says_why_a_window_cannot_fit_and_what_would() {
     let f = fixture(40, 0.1, 6);
-    let cfg = TrainConfig { window: "20s".into(), margin: "10s".into(), epochs: 50.0, steps: 0, ..config(&f, "plan", 0) };
+    let cfg = TrainConfig {
+        window: "20s".into(),
+        margin: "10s".into(),
+        epochs: 50.0,
+        steps: 0,
+        ..config(&f, "plan", 0)
+    };
     let err = format!("{:#}", plan_run(&cfg, 1).unwrap_err());
-    assert!(err.contains("no profile fits") && err.contains("--epochs") && err.contains("--window"), "{err}");
-    assert!(err.contains("balanced") && err.contains("memory-efficient") && err.contains("tok/s"), "{err}");
+    assert!(
+        err.contains("no profile fits") && err.contains("--epochs") && err.contains("--window"),
+        "{err}"
+    );
+    assert!(
+        err.contains("balanced") && err.contains("memory-efficient") && err.contains("tok/s"),
+        "{err}"
+    );
     // A window long enough picks a profile.
-    let roomy = TrainConfig { window: "12h".into(), margin: "30m".into(), epochs: 1.0, ..cfg };
+    let roomy = TrainConfig {
+        window: "12h".into(),
+        margin: "30m".into(),
+        epochs: 1.0,
+        ..cfg
+    };
     let (chosen, table) = plan_run(&roomy, 1).unwrap();
     assert_eq!(chosen.profile, "quality", "{table}");
 }
@@ -154,12 +226,21 @@ fn deadline_monitor_adapts_to_a_slowdown_and_checkpoints_before_a_60_second_wind
     };
     let summary = train(&cfg, false).unwrap();
     let took = summary.finished_at.duration_since(start);
-    eprintln!("{} of {} steps in {took:?}; adjustments: {:#?}", summary.steps, summary.planned_steps, summary.adjustments);
-    assert!(summary.steps < 400 && summary.steps > 10, "{} steps", summary.steps);
+    eprintln!(
+        "{} of {} steps in {took:?}; adjustments: {:#?}",
+        summary.steps, summary.planned_steps, summary.adjustments
+    );
+    assert!(
+        summary.steps < 400 && summary.steps > 10,
+        "{} steps",
+        summary.steps
+    );
     assert!(!summary.adjustments.is_empty());
     assert!(took < Duration::from_secs(60), "finished after {took:?}");
     let ckpt = summary.final_checkpoint.unwrap();
-    assert!(ckpt.join("trainer_state.json").exists() && ckpt.join("adapter_model.safetensors").exists());
+    assert!(
+        ckpt.join("trainer_state.json").exists() && ckpt.join("adapter_model.safetensors").exists()
+    );
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"replan\""));
 }
@@ -170,13 +251,37 @@ fn demo_pipeline_writes_a_servable_checkpoint_and_adapter() {
     use gpu_host::model::{Llama, LoadOptions};
     use gpu_host::train::demo::{DemoOptions, write_demo};
     let dir = tempfile::tempdir().unwrap();
-    let opts = DemoOptions { conversations: 40, seq_len: 128, pretrain_steps: 2, adapter_steps: 2, threads: 2, quiet: true, ..Default::default() };
+    let opts = DemoOptions {
+        conversations: 40,
+        seq_len: 128,
+        pretrain_steps: 2,
+        adapter_steps: 2,
+        threads: 2,
+        quiet: true,
+        ..Default::default()
+    };
     write_demo(dir.path(), &opts).unwrap();
-    let engine = Llama::load(dir.path(), CpuBackend::new(2).unwrap(), &LoadOptions { dtype: None, max_seq: Some(64) }).unwrap();
-    let adapter = gpu_host::adapter::load_adapter(&dir.path().join("adapter"), engine.config()).unwrap();
+    let engine = Llama::load(
+        dir.path(),
+        CpuBackend::new(2).unwrap(),
+        &LoadOptions {
+            dtype: None,
+            max_seq: Some(64),
+        },
+    )
+    .unwrap();
+    let adapter =
+        gpu_host::adapter::load_adapter(&dir.path().join("adapter"), engine.config()).unwrap();
     assert_eq!(adapter.layers.len(), engine.config().num_layers);
     assert_eq!(adapter.moe.expert_names[2], "bias_detection");
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap())
+            .unwrap();
     assert_eq!(info["synthetic_data"], true);
-    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".demo-work")));
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".demo-work")
+    }));
 }

@@ -45,7 +45,10 @@ pub fn run(cmd: AdapterCommand) -> Result<()> {
         }
         AdapterCommand::Logits(a) => {
             let logits = gpu_host::adapter::adapter_logits(&a.model, &a.adapter, &a.tokens)?;
-            println!("{}", serde_json::json!({ "tokens": a.tokens, "logits": logits }));
+            println!(
+                "{}",
+                serde_json::json!({ "tokens": a.tokens, "logits": logits })
+            );
         }
     }
     Ok(())

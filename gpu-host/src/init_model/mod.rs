@@ -108,7 +108,10 @@ fn dims(preset: Preset) -> Dims {
 /// Writes the checkpoint for `spec` into `out` (created if needed).
 pub fn write_checkpoint(spec: &InitSpec, out: &Path) -> Result<()> {
     if spec.preset == Preset::Demo {
-        let opts = crate::train::demo::DemoOptions { seed: spec.seed, ..Default::default() };
+        let opts = crate::train::demo::DemoOptions {
+            seed: spec.seed,
+            ..Default::default()
+        };
         return crate::train::demo::write_demo(out, &opts);
     }
     let arch = spec.architecture()?;

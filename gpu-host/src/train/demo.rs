@@ -32,7 +32,15 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { seed: 0, conversations: 2000, seq_len: 512, pretrain_steps: 80, adapter_steps: 30, threads: 0, quiet: false }
+        Self {
+            seed: 0,
+            conversations: 2000,
+            seq_len: 512,
+            pretrain_steps: 80,
+            adapter_steps: 30,
+            threads: 0,
+            quiet: false,
+        }
     }
 }
 
@@ -40,7 +48,10 @@ pub fn write_demo(out: &Path, opts: &DemoOptions) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let work = tempfile_dir(out)?;
     let random = work.join("random");
-    let spec = InitSpec { seed: opts.seed, ..InitSpec::new(Preset::Small, Architecture::Llama) };
+    let spec = InitSpec {
+        seed: opts.seed,
+        ..InitSpec::new(Preset::Small, Architecture::Llama)
+    };
     write_checkpoint(&spec, &random)?;
     let corpus = work.join("synthetic.jsonl");
     write_synthetic(&corpus, opts.conversations, opts.seed)?;
@@ -72,15 +83,34 @@ pub fn write_demo(out: &Path, opts: &DemoOptions) -> Result<()> {
         .resolve()
     };
     tracing::info!("demo: pretraining the base on the synthetic corpus");
-    let pre = train(&TrainConfig { full: true, lr: 2e-3, ..base(&random, "pretrain", opts.pretrain_steps) }, false)?;
+    let pre = train(
+        &TrainConfig {
+            full: true,
+            lr: 2e-3,
+            ..base(&random, "pretrain", opts.pretrain_steps)
+        },
+        false,
+    )?;
     let pretrained = work.join("pretrain").join("base");
     tracing::info!("demo: training the MoE-LoRA adapter");
-    let ada = train(&TrainConfig { lr: 2e-3, domain_coef: 0.5, ..base(&pretrained, "adapter", opts.adapter_steps) }, false)?;
+    let ada = train(
+        &TrainConfig {
+            lr: 2e-3,
+            domain_coef: 0.5,
+            ..base(&pretrained, "adapter", opts.adapter_steps)
+        },
+        false,
+    )?;
     // Move the results into place: the base checkpoint files, then the adapter.
     for entry in std::fs::read_dir(&pretrained)? {
         let entry = entry?;
-        std::fs::rename(entry.path(), out.join(entry.file_name()))
-            .with_context(|| format!("cannot move {} into {}", entry.path().display(), out.display()))?;
+        std::fs::rename(entry.path(), out.join(entry.file_name())).with_context(|| {
+            format!(
+                "cannot move {} into {}",
+                entry.path().display(),
+                out.display()
+            )
+        })?;
     }
     let adapter_out = out.join("adapter");
     if adapter_out.exists() {
@@ -97,7 +127,10 @@ pub fn write_demo(out: &Path, opts: &DemoOptions) -> Result<()> {
         "pretrain": {"steps": pre.steps, "first_loss": pre.losses.first(), "last_loss": pre.losses.last(), "val_loss": pre.val_loss},
         "adapter": {"steps": ada.steps, "first_loss": ada.losses.first(), "last_loss": ada.losses.last(), "val_loss": ada.val_loss, "val_domain_top1": ada.val_domain_top1},
     });
-    crate::train::checkpoint::write_atomic(&out.join("demo.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    crate::train::checkpoint::write_atomic(
+        &out.join("demo.json"),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
     std::fs::remove_dir_all(&work).ok();
     Ok(())
 }

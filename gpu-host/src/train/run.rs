@@ -10,7 +10,9 @@
 
 use crate::data::shards::{Dataset, Document};
 use crate::rng::Rng;
-use crate::train::checkpoint::{DataPosition, TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint};
+use crate::train::checkpoint::{
+    DataPosition, TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint,
+};
 use crate::train::config::{TrainConfig, parse_duration};
 use crate::train::model::{Batch, Params, StepStats, TrainModel, parameter_counts};
 use crate::train::optim::{AdamW, AdamWConfig, clip_grad_norm, lr_at};
@@ -50,7 +52,13 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn new(docs: &[Document], seq_len: usize, micro_batch: usize, seed: u64, max_doc: usize) -> Self {
+    pub fn new(
+        docs: &[Document],
+        seq_len: usize,
+        micro_batch: usize,
+        seed: u64,
+        max_doc: usize,
+    ) -> Self {
         let mut seqs = Vec::new();
         let mut cur = Vec::new();
         let mut len = 0;
@@ -66,7 +74,13 @@ impl Loader {
         if !cur.is_empty() {
             seqs.push(cur);
         }
-        Self { seqs, micro_batch, seed, max_doc, order: (u64::MAX, Vec::new()) }
+        Self {
+            seqs,
+            micro_batch,
+            seed,
+            max_doc,
+            order: (u64::MAX, Vec::new()),
+        }
     }
 
     pub fn num_sequences(&self) -> usize {
@@ -103,7 +117,8 @@ impl Loader {
 
     /// Micro-batch `i` in file order (evaluation).
     pub fn fixed(&self, i: usize, docs: &[Document]) -> Batch {
-        let picked: Vec<usize> = (i * self.micro_batch..((i + 1) * self.micro_batch).min(self.seqs.len()))
+        let picked: Vec<usize> = (i * self.micro_batch
+            ..((i + 1) * self.micro_batch).min(self.seqs.len()))
             .flat_map(|s| self.seqs[s].iter().copied())
             .collect();
         self.batch(&picked, docs)
@@ -138,8 +153,17 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
 }
 
 /// Evaluation: token-weighted validation loss and per-domain top-1 routing.
-pub fn evaluate(model: &TrainModel<f32>, loader: &Loader, docs: &[Document], batches: usize) -> Result<(f64, Vec<f64>)> {
-    let n = if batches == 0 { loader.num_fixed() } else { batches.min(loader.num_fixed()) };
+pub fn evaluate(
+    model: &TrainModel<f32>,
+    loader: &Loader,
+    docs: &[Document],
+    batches: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let n = if batches == 0 {
+        loader.num_fixed()
+    } else {
+        batches.min(loader.num_fixed())
+    };
     let (mut sum, mut count) = (0.0, 0usize);
     let mut top1 = vec![(0usize, 0usize); model.moe.num_experts];
     for i in 0..n {
@@ -155,7 +179,10 @@ pub fn evaluate(model: &TrainModel<f32>, loader: &Loader, docs: &[Document], bat
             t.1 += s.1;
         }
     }
-    let frac = top1.iter().map(|&(a, b)| if b > 0 { a as f64 / b as f64 } else { f64::NAN }).collect();
+    let frac = top1
+        .iter()
+        .map(|&(a, b)| if b > 0 { a as f64 / b as f64 } else { f64::NAN })
+        .collect();
     Ok((sum / count.max(1) as f64, frac))
 }
 
@@ -167,17 +194,30 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     model.checkpointing = cfg.checkpointing;
     let max_doc = cfg.seq_len.min(model.config.max_position_embeddings);
     let mut loader = Loader::new(&ds.train, cfg.seq_len, cfg.micro_batch, cfg.seed, max_doc);
-    let val_loader = Loader::new(&ds.validation, cfg.seq_len, cfg.micro_batch, cfg.seed, max_doc);
+    let val_loader = Loader::new(
+        &ds.validation,
+        cfg.seq_len,
+        cfg.micro_batch,
+        cfg.seed,
+        max_doc,
+    );
     if loader.num_sequences() == 0 {
         bail!("{} has no training sequences", cfg.data.display());
     }
     let planned = if cfg.steps > 0 {
         cfg.steps
     } else {
-        ((cfg.epochs * loader.num_sequences() as f64) / (cfg.micro_batch * cfg.accum) as f64).ceil().max(1.0) as usize
+        ((cfg.epochs * loader.num_sequences() as f64) / (cfg.micro_batch * cfg.accum) as f64)
+            .ceil()
+            .max(1.0) as usize
     };
     let trainable = model.trainable_mask();
-    let adam_cfg = AdamWConfig { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_eps, weight_decay: cfg.weight_decay };
+    let adam_cfg = AdamWConfig {
+        beta1: cfg.adam_beta1,
+        beta2: cfg.adam_beta2,
+        eps: cfg.adam_eps,
+        weight_decay: cfg.weight_decay,
+    };
     let mut opt = AdamW::new(adam_cfg, &model.params, &trainable);
     let config_json = serde_json::to_value(cfg)?;
     let mut state = TrainerState {
@@ -190,7 +230,8 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         seed: cfg.seed,
         config: config_json.clone(),
     };
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create {}", cfg.out.display()))?;
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("cannot create {}", cfg.out.display()))?;
     let metrics_path = cfg.out.join("metrics.jsonl");
     match (resume, latest_checkpoint(&cfg.out)?) {
         (true, Some(dir)) => {
@@ -205,7 +246,8 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
             dir.display()
         ),
         (false, None) => {
-            std::fs::write(&metrics_path, b"").with_context(|| format!("cannot write {}", metrics_path.display()))?;
+            std::fs::write(&metrics_path, b"")
+                .with_context(|| format!("cannot write {}", metrics_path.display()))?;
         }
     }
     let mut metrics = std::fs::OpenOptions::new()
@@ -235,7 +277,8 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         indicatif::ProgressBar::new(state.total_steps as u64)
     };
     progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
+            .expect("valid template"),
     );
     progress.set_position(state.step as u64);
 
@@ -247,7 +290,12 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     while state.step < state.total_steps {
         if let Some(m) = monitor.as_mut() {
             let before = state.total_steps;
-            if !m.plan(state.step, &mut state.total_steps, &mut eval_every, cfg.ckpt_every) {
+            if !m.plan(
+                state.step,
+                &mut state.total_steps,
+                &mut eval_every,
+                cfg.ckpt_every,
+            ) {
                 state.total_steps = state.step;
             }
             if state.total_steps != before {
@@ -270,7 +318,13 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
             accumulate(&mut acc, &s, cfg.accum);
         }
         let grad_norm = clip_grad_norm(&mut grads, &trainable, cfg.clip);
-        let lr = lr_at(state.step, state.total_steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio);
+        let lr = lr_at(
+            state.step,
+            state.total_steps,
+            cfg.warmup_steps,
+            cfg.lr,
+            cfg.min_lr_ratio,
+        );
         opt.step(&mut model.params, &grads, lr);
         state.step += 1;
         state.adam_t = opt.t;
@@ -304,18 +358,32 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         if cfg.kill_after_step > 0 && state.step == cfg.kill_after_step {
             // As if killed: no final checkpoint.
             progress.abandon();
-            return Ok(summary(&state, planned, losses, summary_val, last_tok_s, None, monitor, trainable_params, total_params));
+            return Ok(summary(
+                &state,
+                planned,
+                losses,
+                summary_val,
+                last_tok_s,
+                None,
+                monitor,
+                trainable_params,
+                total_params,
+            ));
         }
         let last = state.step >= state.total_steps;
-        if !last && eval_every > 0 && state.step % eval_every == 0 {
+        if !last && eval_every > 0 && state.step.is_multiple_of(eval_every) {
             let t = Instant::now();
             let (vl, top1) = evaluate(&model, &val_loader, &ds.validation, cfg.eval_batches)?;
             if let Some(m) = monitor.as_mut() {
                 m.observe_eval(t.elapsed().as_secs_f64());
             }
-            writeln!(metrics, "{}", json!({"step": state.step, "val_loss": vl, "val_ppl": vl.exp(), "val_domain_top1": top1}))?;
+            writeln!(
+                metrics,
+                "{}",
+                json!({"step": state.step, "val_loss": vl, "val_ppl": vl.exp(), "val_domain_top1": top1})
+            )?;
         }
-        if !last && cfg.ckpt_every > 0 && state.step % cfg.ckpt_every == 0 {
+        if !last && cfg.ckpt_every > 0 && state.step.is_multiple_of(cfg.ckpt_every) {
             let t = Instant::now();
             state.eval_every = eval_every;
             save_checkpoint(&cfg.out, &model, &opt, &state, cfg.keep_checkpoints)?;
@@ -327,7 +395,11 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     progress.finish_and_clear();
     if !ds.validation.is_empty() {
         let (vl, top1) = evaluate(&model, &val_loader, &ds.validation, cfg.eval_batches)?;
-        writeln!(metrics, "{}", json!({"step": state.step, "val_loss": vl, "val_ppl": vl.exp(), "val_domain_top1": top1}))?;
+        writeln!(
+            metrics,
+            "{}",
+            json!({"step": state.step, "val_loss": vl, "val_ppl": vl.exp(), "val_domain_top1": top1})
+        )?;
         summary_val = (Some(vl), top1);
     }
     state.eval_every = eval_every;
@@ -337,7 +409,17 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         crate::adapter::write_base_checkpoint(&cfg.out.join("base"), &model)?;
     }
     metrics.flush()?;
-    Ok(summary(&state, planned, losses, summary_val, last_tok_s, Some(dir), monitor, trainable_params, total_params))
+    Ok(summary(
+        &state,
+        planned,
+        losses,
+        summary_val,
+        last_tok_s,
+        Some(dir),
+        monitor,
+        trainable_params,
+        total_params,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -40,7 +40,16 @@ pub fn mm_atb<T: Float>(out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mm<T: Float>(layout: Layout, out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, beta: T) {
+fn mm<T: Float>(
+    layout: Layout,
+    out: &mut [T],
+    a: &[T],
+    b: &[T],
+    m: usize,
+    k: usize,
+    n: usize,
+    beta: T,
+) {
     assert_eq!(out.len(), m * n, "gemm: out must be [m, n]");
     assert_eq!(a.len(), m * k, "gemm: a has the wrong size");
     assert_eq!(b.len(), k * n, "gemm: b has the wrong size");
@@ -78,17 +87,37 @@ fn mm<T: Float>(layout: Layout, out: &mut [T], a: &[T], b: &[T], m: usize, k: us
         unsafe {
             if by_rows {
                 T::gemm(
-                    size, k, n, T::ONE,
-                    a_ptr.get().offset(start as isize * rsa), rsa, csa,
-                    b_ptr.get(), rsb, csb,
-                    beta, out_ptr.get().add(start * n), n as isize, 1,
+                    size,
+                    k,
+                    n,
+                    T::ONE,
+                    a_ptr.get().offset(start as isize * rsa),
+                    rsa,
+                    csa,
+                    b_ptr.get(),
+                    rsb,
+                    csb,
+                    beta,
+                    out_ptr.get().add(start * n),
+                    n as isize,
+                    1,
                 )
             } else {
                 T::gemm(
-                    m, k, size, T::ONE,
-                    a_ptr.get(), rsa, csa,
-                    b_ptr.get().offset(start as isize * csb), rsb, csb,
-                    beta, out_ptr.get().add(start), n as isize, 1,
+                    m,
+                    k,
+                    size,
+                    T::ONE,
+                    a_ptr.get(),
+                    rsa,
+                    csa,
+                    b_ptr.get().offset(start as isize * csb),
+                    rsb,
+                    csb,
+                    beta,
+                    out_ptr.get().add(start),
+                    n as isize,
+                    1,
                 )
             }
         }
@@ -96,7 +125,9 @@ fn mm<T: Float>(layout: Layout, out: &mut [T], a: &[T], b: &[T], m: usize, k: us
     if block >= len {
         run(0);
     } else {
-        (0..len.div_ceil(block)).into_par_iter().for_each(|bi| run(bi * block));
+        (0..len.div_ceil(block))
+            .into_par_iter()
+            .for_each(|bi| run(bi * block));
     }
 }
 
