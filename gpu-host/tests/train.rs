@@ -285,3 +285,43 @@ fn demo_pipeline_writes_a_servable_checkpoint_and_adapter() {
             .starts_with(".demo-work")
     }));
 }
+
+#[test]
+fn bad_training_inputs_give_clear_errors() {
+    let f = fixture(8, 0.0, 8);
+    let err = |cfg: TrainConfig| format!("{:#}", train(&cfg, false).unwrap_err());
+    let e = err(TrainConfig {
+        model: PathBuf::new(),
+        ..config(&f, "a", 2)
+    });
+    assert!(e.contains("`model` is required"), "{e}");
+    let e = err(TrainConfig {
+        data: f.root.join("nowhere"),
+        ..config(&f, "b", 2)
+    });
+    assert!(e.contains("data prepare"), "{e}");
+    let e = err(TrainConfig {
+        attn_targets: vec!["x_proj".into()],
+        ..config(&f, "c", 2)
+    });
+    assert!(e.contains("x_proj"), "{e}");
+    let e = err(TrainConfig {
+        top_k: 5,
+        ..config(&f, "d", 2)
+    });
+    assert!(e.contains("top_k"), "{e}");
+    let e = err(TrainConfig {
+        window: "soon".into(),
+        ..config(&f, "e", 2)
+    });
+    assert!(e.contains("soon"), "{e}");
+    let qwen = f.root.join("qwen");
+    write_checkpoint(&InitSpec::new(Preset::Tiny, Architecture::Qwen2), &qwen).unwrap();
+    let e = err(TrainConfig {
+        model: qwen,
+        ..config(&f, "g", 2)
+    });
+    assert!(e.contains("qwen2"), "{e}");
+    let e = format!("{:#}", train(&config(&f, "h", 1), true).unwrap_err());
+    assert!(e.contains("no checkpoint"), "{e}");
+}
