@@ -325,3 +325,86 @@ fn bad_training_inputs_give_clear_errors() {
     let e = format!("{:#}", train(&config(&f, "h", 1), true).unwrap_err());
     assert!(e.contains("no checkpoint"), "{e}");
 }
+
+/// The same through the command line, with a real SIGKILL at an arbitrary
+/// point after the first checkpoint (possibly mid-step or mid-write).
+#[test]
+fn cli_run_killed_with_sigkill_resumes_to_the_same_loss_curve() {
+    let f = fixture(16, 0.0, 9);
+    let bin = env!("CARGO_BIN_EXE_gpu-host");
+    let args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "--steps",
+            "24",
+            "--lr",
+            "0.004",
+            "--seq-len",
+            "256",
+            "--ckpt-every",
+            "4",
+            "--eval-every",
+            "0",
+            "--threads",
+            "2",
+            "--quiet",
+            "--slowdown-ms",
+            "40",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (k, v) in [
+            ("--model", &f.model),
+            ("--data", &f.data),
+            ("--out", &out.to_path_buf()),
+        ] {
+            a.push(k.into());
+            a.push(v.display().to_string());
+        }
+        a
+    };
+    let straight = f.root.join("straight");
+    let status = std::process::Command::new(bin)
+        .args(args(&straight))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let killed = f.root.join("killed");
+    let mut child = std::process::Command::new(bin)
+        .args(args(&killed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = killed.join("checkpoints/latest");
+    let t = Instant::now();
+    while !latest.exists() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(70));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let losses_before = metric_losses(&killed).len();
+    assert!(losses_before < 24, "the run finished before it was killed");
+    let mut a = args(&killed);
+    a.push("--resume".into());
+    let out = std::process::Command::new(bin).args(&a).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metric_losses(&straight), metric_losses(&killed));
+    let weights =
+        |out: &Path| std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(
+        weights(&straight) == weights(&killed),
+        "final adapters differ"
+    );
+}
