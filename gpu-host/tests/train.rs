@@ -197,6 +197,9 @@ fn planner_says_why_a_window_cannot_fit_and_what_would() {
         err.contains("balanced") && err.contains("memory-efficient") && err.contains("tok/s"),
         "{err}"
     );
+    // The suggested window is one the flag accepts.
+    let window = err.split("`--window ").nth(1).unwrap().split('`').next().unwrap();
+    gpu_host::train::config::parse_duration(window).unwrap();
     // A window long enough picks a profile.
     let roomy = TrainConfig {
         window: "12h".into(),

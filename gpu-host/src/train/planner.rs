@@ -245,6 +245,16 @@ pub fn format_duration(s: f64) -> String {
     }
 }
 
+/// A duration as `--window` accepts it (`14m3s`, `13h5m`), rounded up.
+fn duration_flag(s: f64) -> String {
+    let s = s.max(0.0).ceil() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, _) => format!("{h}h{}m", m + 1),
+    }
+}
+
 impl Plan {
     /// The plan table.
     pub fn table(&self) -> String {
@@ -322,7 +332,7 @@ impl Plan {
             format_duration(self.window.as_secs_f64()),
             (epochs * 100.0).floor() / 100.0,
             fastest.calibration.profile.name,
-            format_duration(fastest.total_s + self.margin.as_secs_f64() + 60.0),
+            duration_flag(fastest.total_s + self.margin.as_secs_f64() + 60.0),
         )
     }
 }
