@@ -84,6 +84,10 @@ pub struct TrainerState {
     pub seed: u64,
     /// The resolved configuration the run started with.
     pub config: serde_json::Value,
+    /// End of the `--window` (seconds since the Unix epoch), fixed when the
+    /// run first starts.
+    #[serde(default)]
+    pub window_end_unix_s: Option<f64>,
 }
 
 pub fn checkpoints_dir(out: &Path) -> PathBuf {

@@ -297,6 +297,8 @@ pub struct StepStats {
     pub expert_slots: Vec<Vec<usize>>,
     /// Mean routing entropy (nats) over layers and tokens.
     pub routing_entropy: f64,
+    /// Mean routing entropy (nats) per layer.
+    pub layer_entropy: Vec<f64>,
     /// Per domain: (tokens × layers whose top-1 expert is the domain's, tokens × layers).
     pub domain_top1: Vec<(usize, usize)>,
 }
@@ -792,8 +794,9 @@ impl<T: Float> TrainModel<T> {
             slots[j as usize] += 1;
         }
         stats.expert_slots.push(slots);
+        let mut entropy = 0.0;
         for (t, p) in cache.router_probs.chunks_exact(e).enumerate() {
-            stats.routing_entropy -= p
+            entropy -= p
                 .iter()
                 .map(|p| p.to_f64())
                 .filter(|&p| p > 0.0)
@@ -807,6 +810,8 @@ impl<T: Float> TrainModel<T> {
                 }
             }
         }
+        stats.routing_entropy += entropy;
+        stats.layer_entropy.push(entropy / n.max(1) as f64);
     }
 
     fn lora_scale(&self) -> T {

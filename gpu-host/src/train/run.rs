@@ -230,6 +230,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         adam_t: 0,
         seed: cfg.seed,
         config: config_json.clone(),
+        window_end_unix_s: None,
     };
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
@@ -264,12 +265,19 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         100.0 * trainable_params as f64 / total_params as f64
     );
 
+    // The window is wall-clock time from the run's first start: a resumed
+    // run keeps the deadline it was given.
     let mut monitor = if cfg.window.is_empty() {
         None
     } else {
         let window = parse_duration(&cfg.window)?;
         let margin = parse_duration(&cfg.margin)?;
-        Some(DeadlineMonitor::new(started, window, margin))
+        let now_unix = unix_now();
+        let end_unix = *state
+            .window_end_unix_s
+            .get_or_insert(now_unix + window.as_secs_f64());
+        let left = Duration::from_secs_f64((end_unix - now_unix).max(0.0));
+        Some(DeadlineMonitor::new(started, left, margin))
     };
 
     let progress = if cfg.quiet {
@@ -350,7 +358,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         let line = json!({
             "step": state.step, "loss": acc.total, "ce": acc.ce, "aux_loss": acc.aux, "z_loss": acc.z,
             "domain_loss": acc.domain, "lr": lr, "grad_norm": grad_norm, "tok_s": last_tok_s,
-            "tokens": state.tokens_seen, "expert_usage": usage, "routing_entropy": acc.routing_entropy,
+            "tokens": state.tokens_seen, "expert_usage": usage, "routing_entropy": acc.routing_entropy, "layer_routing_entropy": acc.layer_entropy,
         });
         writeln!(metrics, "{line}")?;
         progress.set_message(format!("loss {:.4} {:.0} tok/s", acc.total, last_tok_s));
@@ -450,6 +458,13 @@ fn summary(
     }
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Every step allocates and frees the same large activation buffers; by
 /// default glibc returns them to the OS and the next step pays a page
 /// fault per 4 KiB again (measured: ~15 % of a small-preset step). Keep
@@ -480,6 +495,12 @@ fn accumulate(acc: &mut StepStats, s: &StepStats, accum: usize) {
     acc.domain += w * s.domain;
     acc.total += w * s.total;
     acc.routing_entropy += w * s.routing_entropy;
+    if acc.layer_entropy.is_empty() {
+        acc.layer_entropy = vec![0.0; s.layer_entropy.len()];
+    }
+    for (a, b) in acc.layer_entropy.iter_mut().zip(&s.layer_entropy) {
+        *a += w * b;
+    }
     acc.n_tokens += s.n_tokens;
     acc.n_targets += s.n_targets;
     if acc.expert_slots.is_empty() {
