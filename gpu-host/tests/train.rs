@@ -198,7 +198,13 @@ fn planner_says_why_a_window_cannot_fit_and_what_would() {
         "{err}"
     );
     // The suggested window is one the flag accepts.
-    let window = err.split("`--window ").nth(1).unwrap().split('`').next().unwrap();
+    let window = err
+        .split("`--window ")
+        .nth(1)
+        .unwrap()
+        .split('`')
+        .next()
+        .unwrap();
     gpu_host::train::config::parse_duration(window).unwrap();
     // A window long enough picks a profile.
     let roomy = TrainConfig {
