@@ -14,7 +14,9 @@
 
 use crate::checkpoint::{ModelConfig, TensorStore};
 use crate::train::checkpoint::{safetensors_bytes, write_atomic};
-use crate::train::model::{ATTN_TARGETS, EXPERT_TARGETS, MoeConfig, TrainModel};
+use crate::train::model::{
+    ATTN_TARGETS, EXPERT_TARGETS, MoeConfig, MoeMlp, TrainModel, moe_mlp_forward,
+};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -307,6 +309,57 @@ pub fn load_adapter(dir: &Path, model: &ModelConfig) -> Result<MoeLoraAdapter> {
     })
 }
 
+/// The MoE-LoRA MLP of one layer at inference, on the CPU: `x [n, hidden]`
+/// are the post-attention-normed hidden states, `gate_proj`, `up_proj`,
+/// `down_proj` the frozen weights (`nn.Linear` layout, f32); returns the
+/// MLP output `[n, hidden]` (add it to the residual). The engine's backends
+/// are tested against this.
+pub fn moe_lora_mlp_forward(
+    adapter: &MoeLoraAdapter,
+    layer: usize,
+    x: &[f32],
+    n: usize,
+    gate_proj: &[f32],
+    up_proj: &[f32],
+    down_proj: &[f32],
+) -> Result<Vec<f32>> {
+    let Some(l) = adapter.layers.get(layer) else {
+        bail!(
+            "the adapter has {} layers, not {}",
+            adapter.layers.len(),
+            layer + 1
+        );
+    };
+    let Some(e0) = l.experts.first() else {
+        bail!("the adapter has no experts")
+    };
+    let (c, f) = (e0.gate_proj.in_dim, e0.gate_proj.out_dim);
+    if x.len() != n * c
+        || gate_proj.len() != f * c
+        || up_proj.len() != f * c
+        || down_proj.len() != c * f
+    {
+        bail!("moe_lora_mlp_forward: sizes do not match hidden {c}, intermediate {f}, {n} rows");
+    }
+    let mlp = MoeMlp {
+        gate_proj,
+        up_proj,
+        down_proj,
+        router: &l.router,
+        experts: l
+            .experts
+            .iter()
+            .map(|e| [&e.gate_proj, &e.up_proj, &e.down_proj].map(|p| (&p.a[..], &p.b[..])))
+            .collect(),
+        hidden: c,
+        intermediate: f,
+        rank: adapter.rank,
+        top_k: adapter.moe.top_k,
+        scale: adapter.scale,
+    };
+    Ok(moe_mlp_forward(&mlp, x, n).1)
+}
+
 /// Copies an adapter's tensors into a model built with the same MoE config.
 pub fn apply_adapter(model: &mut TrainModel<f32>, dir: &Path) -> Result<()> {
     let store = TensorStore::open_files(&[dir.join(ADAPTER_WEIGHTS)])?;
@@ -529,5 +582,103 @@ mod tests {
             .fold(0f32, f32::max);
         assert!(moved > 1e-2, "the adapter changes the logits ({moved})");
         assert!(export_expert(dir.path(), "astrology", &out).is_err());
+    }
+
+    /// The MixLoRA MLP against a scalar oracle written from its definition:
+    /// `Σ_{e ∈ top-2} w_e · (W_d + s·B_d·A_d)(silu((W_g + s·B_g·A_g)x) ⊙ (W_u + s·B_u·A_u)x)`.
+    #[test]
+    fn inference_mlp_matches_a_scalar_oracle() {
+        let (n, c, f, r, e) = (5usize, 8usize, 12usize, 2usize, 4usize);
+        let mut rng = Rng::new(21);
+        let mut rand = |len: usize| {
+            (0..len)
+                .map(|_| rng.next_normal() as f32)
+                .collect::<Vec<f32>>()
+        };
+        let pair = |a: Vec<f32>, b: Vec<f32>, i: usize, o: usize| LoraPair {
+            a,
+            b,
+            in_dim: i,
+            out_dim: o,
+        };
+        let layer = AdapterLayer {
+            router: rand(e * c),
+            experts: (0..e)
+                .map(|_| ExpertLora {
+                    gate_proj: pair(rand(r * c), rand(f * r), c, f),
+                    up_proj: pair(rand(r * c), rand(f * r), c, f),
+                    down_proj: pair(rand(r * f), rand(c * r), f, c),
+                })
+                .collect(),
+            attn: Default::default(),
+        };
+        let moe = MoeConfig {
+            rank: r,
+            alpha: 1.0,
+            ..MoeConfig::default()
+        };
+        let config = AdapterConfig {
+            peft_type: "LORA".into(),
+            r,
+            lora_alpha: 1.0,
+            target_modules: vec![],
+            base_model_name_or_path: None,
+            moe: None,
+        };
+        let adapter = MoeLoraAdapter {
+            config,
+            moe,
+            rank: r,
+            scale: 0.5,
+            layers: vec![layer],
+        };
+        let (x, wg, wu, wd) = (rand(n * c), rand(f * c), rand(f * c), rand(c * f));
+        let got = moe_lora_mlp_forward(&adapter, 0, &x, n, &wg, &wu, &wd).unwrap();
+        let l = &adapter.layers[0];
+        // y = (W + s·B·A) v, in f64.
+        let lin = |w: &[f32], p: &LoraPair, v: &[f64]| -> Vec<f64> {
+            let (i, o) = (p.in_dim, p.out_dim);
+            (0..o)
+                .map(|row| {
+                    let mut y: f64 = (0..i).map(|k| w[row * i + k] as f64 * v[k]).sum();
+                    for j in 0..r {
+                        let av: f64 = (0..i).map(|k| p.a[j * i + k] as f64 * v[k]).sum();
+                        y += 0.5 * p.b[row * r + j] as f64 * av;
+                    }
+                    y
+                })
+                .collect()
+        };
+        for t in 0..n {
+            let xv: Vec<f64> = x[t * c..(t + 1) * c].iter().map(|v| *v as f64).collect();
+            let logits: Vec<f64> = (0..e)
+                .map(|j| (0..c).map(|k| l.router[j * c + k] as f64 * xv[k]).sum())
+                .collect();
+            let mut order: Vec<usize> = (0..e).collect();
+            order.sort_by(|a, b| logits[*b].partial_cmp(&logits[*a]).unwrap());
+            let top = &order[..2];
+            let z: f64 = top.iter().map(|&j| logits[j].exp()).sum();
+            let mut want = vec![0.0f64; c];
+            for &j in top {
+                let w = logits[j].exp() / z;
+                let ex = &l.experts[j];
+                let g = lin(&wg, &ex.gate_proj, &xv);
+                let u = lin(&wu, &ex.up_proj, &xv);
+                let h: Vec<f64> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
+                for (o, y) in want.iter_mut().zip(lin(&wd, &ex.down_proj, &h)) {
+                    *o += w * y;
+                }
+            }
+            for (a, b) in got[t * c..(t + 1) * c].iter().zip(&want) {
+                assert!(
+                    (*a as f64 - b).abs() < 1e-3 * b.abs().max(1.0),
+                    "row {t}: {a} vs {b}"
+                );
+            }
+        }
     }
 }

@@ -319,14 +319,7 @@ struct LayerCache<T> {
     x_mid: Vec<T>,
     rstd2: Vec<T>,
     xn2: Vec<T>,
-    router_logits: Vec<T>,
-    router_probs: Vec<T>,
-    topk_idx: Vec<u32>,
-    topk_w: Vec<T>,
-    g0: Vec<T>,
-    u0: Vec<T>,
-    experts: Vec<ExpertCache<T>>,
-    hbar: Vec<T>,
+    mlp: MoeMlpCache<T>,
 }
 
 /// One expert's share of a layer: the rows routed to it.
@@ -343,6 +336,152 @@ struct ExpertCache<T> {
     u: Vec<T>,
     h: Vec<T>,
     down_xa: Vec<T>,
+}
+
+/// One layer's MoE-LoRA MLP as slices: the frozen projections (`nn.Linear`
+/// layout) and the adapter's router and experts, each expert `(A, B)` for
+/// gate, up and down. The inference engine's twin is tested against
+/// [`moe_mlp_forward`].
+pub struct MoeMlp<'a, T> {
+    /// `[f, c]`
+    pub gate_proj: &'a [T],
+    /// `[f, c]`
+    pub up_proj: &'a [T],
+    /// `[c, f]`
+    pub down_proj: &'a [T],
+    /// `[E, c]`
+    pub router: &'a [T],
+    /// Per expert, `(lora_A, lora_B)` of gate, up, down.
+    pub experts: Vec<[(&'a [T], &'a [T]); 3]>,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub rank: usize,
+    pub top_k: usize,
+    /// `lora_alpha / r`.
+    pub scale: T,
+}
+
+/// What [`moe_mlp_forward`] saves for the backward.
+#[derive(Default)]
+pub struct MoeMlpCache<T> {
+    router_logits: Vec<T>,
+    router_probs: Vec<T>,
+    topk_idx: Vec<u32>,
+    topk_w: Vec<T>,
+    g0: Vec<T>,
+    u0: Vec<T>,
+    experts: Vec<ExpertCache<T>>,
+    hbar: Vec<T>,
+}
+
+impl<T> MoeMlpCache<T> {
+    /// `[n, k]`: each row's chosen experts, best first.
+    pub fn topk_idx(&self) -> &[u32] {
+        &self.topk_idx
+    }
+}
+
+/// The MoE-LoRA MLP of the normed hidden states `x [n, c]` (no residual):
+/// route (softmax, top-k, renormalised), run the frozen gate/up once for
+/// all rows, add each routed expert's LoRA to gate and up, SwiGLU, then the
+/// frozen down once on `Σ_e w_e·h_e` plus each expert's `w_e·LoRA_down(h_e)`.
+pub fn moe_mlp_forward<T: Float>(mlp: &MoeMlp<T>, x: &[T], n: usize) -> (MoeMlpCache<T>, Vec<T>) {
+    let (c, f, r, k, s) = (mlp.hidden, mlp.intermediate, mlp.rank, mlp.top_k, mlp.scale);
+    let e = mlp.experts.len();
+    let mut cc = MoeMlpCache::<T> {
+        router_logits: vec![T::ZERO; n * e],
+        router_probs: vec![T::ZERO; n * e],
+        topk_idx: vec![0; n * k],
+        topk_w: vec![T::ZERO; n * k],
+        g0: vec![T::ZERO; n * f],
+        u0: vec![T::ZERO; n * f],
+        experts: Vec::with_capacity(e),
+        hbar: vec![T::ZERO; n * f],
+    };
+    matmul_forward(&mut cc.router_logits, x, mlp.router, n, c, e);
+    router_forward(
+        &mut cc.router_probs,
+        &mut cc.topk_idx,
+        &mut cc.topk_w,
+        &cc.router_logits,
+        n,
+        e,
+        k,
+    );
+    matmul_forward(&mut cc.g0, x, mlp.gate_proj, n, c, f);
+    matmul_forward(&mut cc.u0, x, mlp.up_proj, n, c, f);
+    // The experts' LoRA_down outputs are accumulated straight into `out`.
+    let mut out = vec![T::ZERO; n * c];
+    for (ei, [(ga, gb), (ua, ub), (da, db)]) in mlp.experts.iter().enumerate() {
+        let mut ec = ExpertCache::<T>::default();
+        for t in 0..n {
+            for slot in 0..k {
+                if cc.topk_idx[t * k + slot] as usize == ei {
+                    ec.rows.push(t as u32);
+                    ec.slots.push(slot as u8);
+                    ec.w.push(cc.topk_w[t * k + slot]);
+                }
+            }
+        }
+        let m = ec.rows.len();
+        if m == 0 {
+            cc.experts.push(ec);
+            continue;
+        }
+        ec.x = gather(x, &ec.rows, c);
+        ec.g = gather(&cc.g0, &ec.rows, f);
+        ec.u = gather(&cc.u0, &ec.rows, f);
+        ec.gate_xa = vec![T::ZERO; m * r];
+        ec.up_xa = vec![T::ZERO; m * r];
+        lora_forward(
+            &mut ec.g,
+            &mut ec.gate_xa,
+            &ec.x,
+            ga,
+            gb,
+            None,
+            s,
+            m,
+            c,
+            r,
+            f,
+        );
+        lora_forward(&mut ec.u, &mut ec.up_xa, &ec.x, ua, ub, None, s, m, c, r, f);
+        ec.h = vec![T::ZERO; m * f];
+        swiglu_forward(&mut ec.h, &ec.g, &ec.u);
+        for (i, &t) in ec.rows.iter().enumerate() {
+            let t = t as usize;
+            for (hb, h) in cc.hbar[t * f..(t + 1) * f]
+                .iter_mut()
+                .zip(&ec.h[i * f..(i + 1) * f])
+            {
+                *hb += ec.w[i] * *h;
+            }
+        }
+        let mut down = vec![T::ZERO; m * c];
+        ec.down_xa = vec![T::ZERO; m * r];
+        lora_forward(
+            &mut down,
+            &mut ec.down_xa,
+            &ec.h,
+            da,
+            db,
+            Some(&ec.w),
+            s,
+            m,
+            f,
+            r,
+            c,
+        );
+        scatter_add(&mut out, &down, &ec.rows, c);
+        cc.experts.push(ec);
+    }
+    let mut base_down = vec![T::ZERO; n * c];
+    matmul_forward(&mut base_down, &cc.hbar, mlp.down_proj, n, f, c);
+    for (o, d) in out.iter_mut().zip(&base_down) {
+        *o += *d;
+    }
+    (cc, out)
 }
 
 /// (frozen base parameters, trainable adapter parameters) of a MoE-LoRA
@@ -781,21 +920,22 @@ impl<T: Float> TrainModel<T> {
 
     fn layer_stats(&self, cache: &LayerCache<T>, batch: &Batch, stats: &mut StepStats) {
         let (n, e, k) = (batch.len(), self.moe.num_experts, self.moe.top_k);
-        let (lb, _) = load_balance_forward(&cache.router_probs, &cache.topk_idx, n, e);
+        let (lb, _) = load_balance_forward(&cache.mlp.router_probs, &cache.mlp.topk_idx, n, e);
         stats.aux += lb;
         if self.moe.z_coef != 0.0 {
-            stats.z += router_z_loss_forward(&cache.router_logits, n, e);
+            stats.z += router_z_loss_forward(&cache.mlp.router_logits, n, e);
         }
         if self.moe.domain_coef != 0.0 {
-            stats.domain += domain_routing_loss_forward(&cache.router_probs, &batch.domains, e).0;
+            stats.domain +=
+                domain_routing_loss_forward(&cache.mlp.router_probs, &batch.domains, e).0;
         }
         let mut slots = vec![0usize; e];
-        for &j in &cache.topk_idx {
+        for &j in &cache.mlp.topk_idx {
             slots[j as usize] += 1;
         }
         stats.expert_slots.push(slots);
         let mut entropy = 0.0;
-        for (t, p) in cache.router_probs.chunks_exact(e).enumerate() {
+        for (t, p) in cache.mlp.router_probs.chunks_exact(e).enumerate() {
             entropy -= p
                 .iter()
                 .map(|p| p.to_f64())
@@ -805,7 +945,7 @@ impl<T: Float> TrainModel<T> {
             let d = batch.domains[t] as usize;
             if d < e {
                 stats.domain_top1[d].1 += 1;
-                if cache.topk_idx[t * k] as usize == d {
+                if cache.mlp.topk_idx[t * k] as usize == d {
                     stats.domain_top1[d].0 += 1;
                 }
             }
@@ -831,7 +971,7 @@ impl<T: Float> TrainModel<T> {
             cfg.kv_dim(),
             cfg.intermediate_size,
         );
-        let (e, k, r) = (self.moe.num_experts, self.moe.top_k, self.moe.rank);
+        let (k, r) = (self.moe.top_k, self.moe.rank);
         let s = self.lora_scale();
         let eps = cfg.rms_norm_eps;
         let mut cc = LayerCache::<T> {
@@ -933,108 +1073,27 @@ impl<T: Float> TrainModel<T> {
             c,
             eps,
         );
-        cc.router_logits = vec![T::ZERO; n * e];
-        matmul_forward(&mut cc.router_logits, &cc.xn2, &pd[li.router], n, c, e);
-        cc.router_probs = vec![T::ZERO; n * e];
-        cc.topk_idx = vec![0; n * k];
-        cc.topk_w = vec![T::ZERO; n * k];
-        router_forward(
-            &mut cc.router_probs,
-            &mut cc.topk_idx,
-            &mut cc.topk_w,
-            &cc.router_logits,
-            n,
-            e,
-            k,
-        );
-        cc.g0 = vec![T::ZERO; n * f];
-        cc.u0 = vec![T::ZERO; n * f];
-        matmul_forward(&mut cc.g0, &cc.xn2, &pd[li.wg], n, c, f);
-        matmul_forward(&mut cc.u0, &cc.xn2, &pd[li.wu], n, c, f);
-        cc.hbar = vec![T::ZERO; n * f];
-        // The experts' LoRA_down outputs, accumulated straight into x_mid's
-        // copy that becomes the layer output.
-        let mut out = cc.x_mid.clone();
-        for (ei, ex) in li.experts.iter().enumerate() {
-            let mut ec = ExpertCache::<T>::default();
-            for t in 0..n {
-                for slot in 0..k {
-                    if cc.topk_idx[t * k + slot] as usize == ei {
-                        ec.rows.push(t as u32);
-                        ec.slots.push(slot as u8);
-                        ec.w.push(cc.topk_w[t * k + slot]);
-                    }
-                }
-            }
-            let m = ec.rows.len();
-            if m == 0 {
-                cc.experts.push(ec);
-                continue;
-            }
-            ec.x = gather(&cc.xn2, &ec.rows, c);
-            ec.g = gather(&cc.g0, &ec.rows, f);
-            ec.u = gather(&cc.u0, &ec.rows, f);
-            ec.gate_xa = vec![T::ZERO; m * r];
-            ec.up_xa = vec![T::ZERO; m * r];
-            lora_forward(
-                &mut ec.g,
-                &mut ec.gate_xa,
-                &ec.x,
-                &pd[ex.gate.a],
-                &pd[ex.gate.b],
-                None,
-                s,
-                m,
-                c,
-                r,
-                f,
-            );
-            lora_forward(
-                &mut ec.u,
-                &mut ec.up_xa,
-                &ec.x,
-                &pd[ex.up.a],
-                &pd[ex.up.b],
-                None,
-                s,
-                m,
-                c,
-                r,
-                f,
-            );
-            ec.h = vec![T::ZERO; m * f];
-            swiglu_forward(&mut ec.h, &ec.g, &ec.u);
-            for (i, &t) in ec.rows.iter().enumerate() {
-                let t = t as usize;
-                for (hb, h) in cc.hbar[t * f..(t + 1) * f]
-                    .iter_mut()
-                    .zip(&ec.h[i * f..(i + 1) * f])
-                {
-                    *hb += ec.w[i] * *h;
-                }
-            }
-            let mut down = vec![T::ZERO; m * c];
-            ec.down_xa = vec![T::ZERO; m * r];
-            lora_forward(
-                &mut down,
-                &mut ec.down_xa,
-                &ec.h,
-                &pd[ex.down.a],
-                &pd[ex.down.b],
-                Some(&ec.w),
-                s,
-                m,
-                f,
-                r,
-                c,
-            );
-            scatter_add(&mut out, &down, &ec.rows, c);
-            cc.experts.push(ec);
-        }
-        let mut base_down = vec![T::ZERO; n * c];
-        matmul_forward(&mut base_down, &cc.hbar, &pd[li.wd], n, f, c);
-        for (o, d) in out.iter_mut().zip(&base_down) {
-            *o += *d;
+        let experts = li
+            .experts
+            .iter()
+            .map(|ex| [ex.gate, ex.up, ex.down].map(|lo| (&pd[lo.a][..], &pd[lo.b][..])))
+            .collect();
+        let mlp = MoeMlp {
+            gate_proj: &pd[li.wg],
+            up_proj: &pd[li.wu],
+            down_proj: &pd[li.wd],
+            router: &pd[li.router],
+            experts,
+            hidden: c,
+            intermediate: f,
+            rank: r,
+            top_k: k,
+            scale: s,
+        };
+        let (mlp_cache, mut out) = moe_mlp_forward(&mlp, &cc.xn2, n);
+        cc.mlp = mlp_cache;
+        for (o, x) in out.iter_mut().zip(&cc.x_mid) {
+            *o += *x;
         }
         (cc, out)
     }
@@ -1073,7 +1132,7 @@ impl<T: Float> TrainModel<T> {
             Some(&mut dhbar),
             g.one(li.wd),
             dmlp,
-            &cc.hbar,
+            &cc.mlp.hbar,
             &pd[li.wd],
             n,
             f,
@@ -1083,7 +1142,7 @@ impl<T: Float> TrainModel<T> {
         let mut dg0 = vec![T::ZERO; n * f];
         let mut du0 = vec![T::ZERO; n * f];
         let mut dtopk_w = vec![T::ZERO; n * k];
-        for (ex, ec) in li.experts.iter().zip(&cc.experts) {
+        for (ex, ec) in li.experts.iter().zip(&cc.mlp.experts) {
             let m = ec.rows.len();
             if m == 0 {
                 continue;
@@ -1187,16 +1246,16 @@ impl<T: Float> TrainModel<T> {
         drop((dg0, du0, dhbar));
         // Router: through the top-k weights and the auxiliary losses.
         let mut dprobs = vec![T::ZERO; n * e];
-        let (_, lb_f) = load_balance_forward(&cc.router_probs, &cc.topk_idx, n, e);
+        let (_, lb_f) = load_balance_forward(&cc.mlp.router_probs, &cc.mlp.topk_idx, n, e);
         load_balance_backward(&mut dprobs, &lb_f, gs * self.moe.aux_coef / nl, n, e);
         let mut dlogits = vec![T::ZERO; n * e];
         router_backward(
             &mut dlogits,
             &dtopk_w,
             Some(&dprobs),
-            &cc.router_probs,
-            &cc.topk_idx,
-            &cc.topk_w,
+            &cc.mlp.router_probs,
+            &cc.mlp.topk_idx,
+            &cc.mlp.topk_w,
             n,
             e,
             k,
@@ -1204,17 +1263,17 @@ impl<T: Float> TrainModel<T> {
         if self.moe.z_coef != 0.0 {
             router_z_loss_backward(
                 &mut dlogits,
-                &cc.router_logits,
+                &cc.mlp.router_logits,
                 gs * self.moe.z_coef / nl,
                 n,
                 e,
             );
         }
         if self.moe.domain_coef != 0.0 {
-            let (_, count) = domain_routing_loss_forward(&cc.router_probs, &batch.domains, e);
+            let (_, count) = domain_routing_loss_forward(&cc.mlp.router_probs, &batch.domains, e);
             domain_routing_loss_backward(
                 &mut dlogits,
-                &cc.router_probs,
+                &cc.mlp.router_probs,
                 &batch.domains,
                 gs * self.moe.domain_coef / nl,
                 count,
