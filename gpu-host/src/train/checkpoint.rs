@@ -124,6 +124,13 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf> {
     let root = checkpoints_dir(out);
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    // Leftovers of a run killed while writing: never complete, never named
+    // by `latest`.
+    for entry in std::fs::read_dir(&root)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            std::fs::remove_dir_all(entry.path()).ok();
+        }
+    }
     let name = format!("step-{:07}", state.step);
     let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
     if tmp.exists() {
