@@ -66,7 +66,15 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let m = &r.manifest;
             eprintln!(
                 "{} records, {} duplicates removed, {} truncated to {} tokens; train {} documents in {} sequences ({} tokens, {} with loss); validation {} documents",
-                r.records, r.duplicates, r.truncated, m.seq_len, m.train.documents, m.train.sequences, m.train.tokens, m.train.loss_tokens, m.validation.documents
+                r.records,
+                r.duplicates,
+                r.truncated,
+                m.seq_len,
+                m.train.documents,
+                m.train.sequences,
+                m.train.tokens,
+                m.train.loss_tokens,
+                m.validation.documents
             );
             println!("{}", a.out.display());
         }

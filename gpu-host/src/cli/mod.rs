@@ -29,6 +29,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Generate text from a prompt or a chat, streaming it to stdout.
     Generate(generate::GenerateArgs),

@@ -34,11 +34,14 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     let mut cfg = cmd.options.over(file).resolve();
     cfg.validate()?;
     if !cfg.profile.is_empty() {
-        let max_pos = gpu_host::checkpoint::ModelConfig::from_file(&cfg.model.join("config.json"))?.max_position_embeddings;
+        let max_pos = gpu_host::checkpoint::ModelConfig::from_file(&cfg.model.join("config.json"))?
+            .max_position_embeddings;
         cfg = profile(&cfg.profile)?.apply(&cfg, max_pos);
     } else if !cfg.window.is_empty() || cmd.plan_only {
         let threads = cfg.threads;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         let (chosen, table) = pool.install(|| plan_run(&cfg, cmd.calibration_batches))?;
         println!("{table}");
         if cmd.plan_only {
@@ -55,7 +58,10 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         summary.steps,
         summary.planned_steps,
         summary.losses.last().copied().unwrap_or(f64::NAN),
-        summary.val_loss.map(|v| format!("val loss {v:.4}, ppl {:.2}", v.exp())).unwrap_or_else(|| "no validation".into()),
+        summary
+            .val_loss
+            .map(|v| format!("val loss {v:.4}, ppl {:.2}", v.exp()))
+            .unwrap_or_else(|| "no validation".into()),
         summary.tokens_per_s,
         summary.trainable_params,
         summary.total_params,

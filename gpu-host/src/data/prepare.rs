@@ -41,7 +41,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         bail!("--seq-len must be at least 16, not {}", opts.seq_len);
     }
     if !(0.0..1.0).contains(&opts.val_fraction) {
-        bail!("--val-fraction must be in [0, 1), not {}", opts.val_fraction);
+        bail!(
+            "--val-fraction must be in [0, 1), not {}",
+            opts.val_fraction
+        );
     }
     let tokenizer = TextTokenizer::from_dir(&opts.model)?;
     let mut records = Vec::new();
@@ -70,7 +73,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     if train.is_empty() {
         bail!("no training conversations left after de-duplication and the validation split");
     }
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let mut truncated = 0;
     let mut split = |name: &str, recs: &[Conversation]| -> Result<SplitInfo> {
         let mut docs = Vec::with_capacity(recs.len());
@@ -94,7 +98,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
             info.sequences += 1;
             info.documents += s.len();
             info.tokens += s.iter().map(|d| d.tokens.len()).sum::<usize>();
-            info.loss_tokens += s.iter().map(|d| d.loss.iter().filter(|&&b| b).count()).sum::<usize>();
+            info.loss_tokens += s
+                .iter()
+                .map(|d| d.loss.iter().filter(|&&b| b).count())
+                .sum::<usize>();
         }
         Ok(info)
     };
@@ -104,15 +111,27 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         format: "moe-lora-shards-v1".into(),
         seq_len: opts.seq_len,
         tokenizer: opts.model.display().to_string(),
-        inputs: opts.inputs.iter().map(|p| p.display().to_string()).collect(),
+        inputs: opts
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         duplicates_removed: duplicates,
-        domains: crate::train::model::DOMAINS.iter().map(|s| s.to_string()).collect(),
+        domains: crate::train::model::DOMAINS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         train: train_info,
         validation: val_info,
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     crate::train::checkpoint::write_atomic(&opts.out.join(MANIFEST), text.as_bytes())?;
-    Ok(PrepareReport { records: total, duplicates, truncated, manifest })
+    Ok(PrepareReport {
+        records: total,
+        duplicates,
+        truncated,
+        manifest,
+    })
 }
 
 /// The chat-templated tokens of a conversation and, per token, whether it
@@ -133,7 +152,9 @@ pub fn tokenize_conversation(tok: &TextTokenizer, conv: &Conversation) -> Result
         let start = template.render(&msgs[..i], true)?;
         let end = template.render(&msgs[..=i], false)?;
         if !full.starts_with(&start) || !full.starts_with(&end) || end.len() < start.len() {
-            bail!("the chat template does not render conversations prefix by prefix; cannot mask the loss to assistant turns");
+            bail!(
+                "the chat template does not render conversations prefix by prefix; cannot mask the loss to assistant turns"
+            );
         }
         let end_len = end.trim_end_matches('\n').len();
         ranges.push(start.len()..end_len);
@@ -148,7 +169,11 @@ pub fn tokenize_conversation(tok: &TextTokenizer, conv: &Conversation) -> Result
         .iter()
         .map(|&(s, _)| ranges.iter().any(|r| r.contains(&s)))
         .collect();
-    Ok(Document { tokens, loss, domain: conv.domain.unwrap_or(255) })
+    Ok(Document {
+        tokens,
+        loss,
+        domain: conv.domain.unwrap_or(255),
+    })
 }
 
 /// Greedy packing in order: a sequence is closed when the next document
@@ -206,17 +231,30 @@ mod tests {
         let report = prepare(&opts).unwrap();
         assert_eq!(report.records, 61);
         // The appended copy, and any the templates happened to repeat.
-        let natural = crate::data::synth::synth_conversations(60, 1).iter().map(|r| r.to_string()).collect::<HashSet<_>>().len();
+        let natural = crate::data::synth::synth_conversations(60, 1)
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<HashSet<_>>()
+            .len();
         assert_eq!(report.duplicates, 1 + 60 - natural);
         let m = &report.manifest;
         assert_eq!(m.train.documents + m.validation.documents, natural);
-        assert!(m.validation.documents > 3 && m.validation.documents < 25, "{m:?}");
+        assert!(
+            m.validation.documents > 3 && m.validation.documents < 25,
+            "{m:?}"
+        );
         assert!(m.train.shards.len() > 1);
         // Same input, same bytes.
-        let again = PrepareOptions { out: dir.path().join("data2"), ..opts.clone() };
+        let again = PrepareOptions {
+            out: dir.path().join("data2"),
+            ..opts.clone()
+        };
         prepare(&again).unwrap();
         for s in &m.train.shards {
-            assert_eq!(std::fs::read(opts.out.join(s)).unwrap(), std::fs::read(again.out.join(s)).unwrap());
+            assert_eq!(
+                std::fs::read(opts.out.join(s)).unwrap(),
+                std::fs::read(again.out.join(s)).unwrap()
+            );
         }
         let ds = Dataset::open(&opts.out).unwrap();
         assert_eq!(ds.train.len(), m.train.documents);
@@ -225,22 +263,45 @@ mod tests {
         for d in &ds.train {
             assert!(d.tokens.len() <= 256);
             // Loss only on assistant text: decode the masked tokens.
-            let assistant: Vec<u32> = d.tokens.iter().zip(&d.loss).filter(|(_, l)| **l).map(|(t, _)| *t).collect();
+            let assistant: Vec<u32> = d
+                .tokens
+                .iter()
+                .zip(&d.loss)
+                .filter(|(_, l)| **l)
+                .map(|(t, _)| *t)
+                .collect();
             let text = tok.decode(&assistant, false).unwrap();
-            assert!(!text.contains("[synthetic]") && !text.contains("<|im_start|>"), "{text}");
+            assert!(
+                !text.contains("[synthetic]") && !text.contains("<|im_start|>"),
+                "{text}"
+            );
             assert!(assistant.contains(&im_end));
         }
         // A malformed record names file:line and the field.
-        std::fs::write(&input, format!("{first}\n{{\"messages\":[{{\"role\":\"user\",\"content\":5}}]}}\n")).unwrap();
+        std::fs::write(
+            &input,
+            format!("{first}\n{{\"messages\":[{{\"role\":\"user\",\"content\":5}}]}}\n"),
+        )
+        .unwrap();
         let err = format!("{:#}", prepare(&opts).unwrap_err());
-        assert!(err.contains("in.jsonl:2") && err.contains("messages[0].content"), "{err}");
+        assert!(
+            err.contains("in.jsonl:2") && err.contains("messages[0].content"),
+            "{err}"
+        );
     }
 
     #[test]
     fn packing_keeps_documents_whole_and_in_order() {
-        let doc = |n: usize| Document { tokens: vec![1; n], loss: vec![true; n], domain: 0 };
+        let doc = |n: usize| Document {
+            tokens: vec![1; n],
+            loss: vec![true; n],
+            domain: 0,
+        };
         let packed = pack(vec![doc(5), doc(4), doc(3), doc(9), doc(1)], 10);
-        let lens: Vec<Vec<usize>> = packed.iter().map(|s| s.iter().map(|d| d.tokens.len()).collect()).collect();
+        let lens: Vec<Vec<usize>> = packed
+            .iter()
+            .map(|s| s.iter().map(|d| d.tokens.len()).collect())
+            .collect();
         assert_eq!(lens, vec![vec![5, 4], vec![3], vec![9, 1]]);
     }
 }

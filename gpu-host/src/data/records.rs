@@ -31,7 +31,8 @@ impl Conversation {
 
 /// Reads every record of a JSONL file (blank lines are skipped).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Conversation>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -45,10 +46,15 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Conversation>> {
 
 /// Parses and validates one JSON record.
 pub fn parse_record(line: &str) -> Result<Conversation> {
-    let v: Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))?;
-    let Some(obj) = v.as_object() else { bail!("a record must be a JSON object") };
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))?;
+    let Some(obj) = v.as_object() else {
+        bail!("a record must be a JSON object")
+    };
     let messages = if let Some(msgs) = obj.get("messages") {
-        let Some(list) = msgs.as_array() else { bail!("field `messages`: must be an array") };
+        let Some(list) = msgs.as_array() else {
+            bail!("field `messages`: must be an array")
+        };
         list.iter()
             .enumerate()
             .map(|(i, m)| {
@@ -61,7 +67,9 @@ pub fn parse_record(line: &str) -> Result<Conversation> {
             })
             .collect::<Result<Vec<_>>>()?
     } else if let Some(conv) = obj.get("conversations") {
-        let Some(list) = conv.as_array() else { bail!("field `conversations`: must be an array") };
+        let Some(list) = conv.as_array() else {
+            bail!("field `conversations`: must be an array")
+        };
         list.iter()
             .enumerate()
             .map(|(i, m)| {
@@ -89,7 +97,10 @@ pub fn parse_record(line: &str) -> Result<Conversation> {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => match DOMAINS.iter().position(|x| x == d) {
             Some(i) => Some(i as u8),
-            None => bail!("field `domain`: must be one of {}, not `{d}`", DOMAINS.join(", ")),
+            None => bail!(
+                "field `domain`: must be one of {}, not `{d}`",
+                DOMAINS.join(", ")
+            ),
         },
         Some(_) => bail!("field `domain`: must be a string"),
     };
@@ -135,11 +146,20 @@ mod tests {
         )
         .unwrap();
         let err = format!("{:#}", read_jsonl(&p).unwrap_err());
-        assert!(err.contains("a.jsonl:2") && err.contains("messages[1].role"), "{err}");
+        assert!(
+            err.contains("a.jsonl:2") && err.contains("messages[1].role"),
+            "{err}"
+        );
         for (line, field) in [
             (r#"{"messages":[{"role":"user"}]}"#, "messages[0].content"),
-            (r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}],"domain":"x"}"#, "domain"),
-            (r#"{"messages":[{"role":"user","content":"a"}]}"#, "no assistant"),
+            (
+                r#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}],"domain":"x"}"#,
+                "domain",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"a"}]}"#,
+                "no assistant",
+            ),
             (r#"{"text":"a"}"#, "messages"),
             (r#"{"messages": ["#, "not valid JSON"),
         ] {

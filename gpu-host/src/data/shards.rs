@@ -74,9 +74,17 @@ pub fn read_shard(path: &Path) -> Result<Vec<Vec<Document>>> {
         for _ in 0..nd {
             let len = r.u32()? as usize;
             let domain = r.take(1)?[0];
-            let tokens = r.take(len * 4)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let tokens = r
+                .take(len * 4)?
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             let loss = r.take(len)?.iter().map(|&x| x != 0).collect();
-            s.push(Document { tokens, loss, domain });
+            s.push(Document {
+                tokens,
+                loss,
+                domain,
+            });
         }
         seqs.push(s);
     }
@@ -118,14 +126,22 @@ pub struct Dataset {
 impl Dataset {
     pub fn open(dir: &Path) -> Result<Self> {
         let mpath = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&mpath)
-            .with_context(|| format!("cannot read {} (run `gpu-host data prepare` first)", mpath.display()))?;
-        let manifest: Manifest = serde_json::from_str(&text).with_context(|| format!("{} is not a valid manifest", mpath.display()))?;
+        let text = std::fs::read_to_string(&mpath).with_context(|| {
+            format!(
+                "cannot read {} (run `gpu-host data prepare` first)",
+                mpath.display()
+            )
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid manifest", mpath.display()))?;
         let load = |info: &SplitInfo| -> Result<Vec<Document>> {
             let mut docs = Vec::new();
             for s in &info.shards {
                 if s.contains('/') || s.contains('\\') || s.starts_with('.') {
-                    bail!("{} names a shard outside its directory: `{s}`", mpath.display());
+                    bail!(
+                        "{} names a shard outside its directory: `{s}`",
+                        mpath.display()
+                    );
                 }
                 for seq in read_shard(&dir.join(s))? {
                     docs.extend(seq);
@@ -135,6 +151,10 @@ impl Dataset {
         };
         let train = load(&manifest.train)?;
         let validation = load(&manifest.validation)?;
-        Ok(Self { manifest, train, validation })
+        Ok(Self {
+            manifest,
+            train,
+            validation,
+        })
     }
 }

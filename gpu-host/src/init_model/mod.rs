@@ -22,6 +22,9 @@ pub enum Preset {
     Tiny,
     /// ≈ 25 M parameters: for benchmarks.
     Small,
+    /// The small shape pretrained on the synthetic corpus, with a MoE-LoRA
+    /// adapter (see `train::demo`): the default served model.
+    Demo,
 }
 
 /// Everything that determines a generated checkpoint.
@@ -90,7 +93,7 @@ fn dims(preset: Preset) -> Dims {
             kv_heads: 2,
             max_pos: 512,
         },
-        Preset::Small => Dims {
+        Preset::Small | Preset::Demo => Dims {
             vocab_target: 4096,
             hidden: 512,
             intermediate: 1408,
@@ -104,6 +107,13 @@ fn dims(preset: Preset) -> Dims {
 
 /// Writes the checkpoint for `spec` into `out` (created if needed).
 pub fn write_checkpoint(spec: &InitSpec, out: &Path) -> Result<()> {
+    if spec.preset == Preset::Demo {
+        let opts = crate::train::demo::DemoOptions {
+            seed: spec.seed,
+            ..Default::default()
+        };
+        return crate::train::demo::write_demo(out, &opts);
+    }
     let arch = spec.architecture()?;
     let dtype = spec.weight_dtype()?;
     if spec.llama3_rope_scaling && arch != Architecture::Llama {

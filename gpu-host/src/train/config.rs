@@ -121,16 +121,23 @@ train_options! {
 
 impl TrainArgs {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid training config {}", path.display()))
     }
 }
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
-        for (name, p) in [("model", &self.model), ("data", &self.data), ("out", &self.out)] {
+        for (name, p) in [
+            ("model", &self.model),
+            ("data", &self.data),
+            ("out", &self.out),
+        ] {
             if p.as_os_str().is_empty() {
-                bail!("`{name}` is required (--{name} DIR or `{name} = \"DIR\"` in the config file)");
+                bail!(
+                    "`{name}` is required (--{name} DIR or `{name} = \"DIR\"` in the config file)"
+                );
             }
         }
         if self.micro_batch == 0 || self.accum == 0 {
@@ -139,10 +146,10 @@ impl TrainConfig {
         if self.seq_len < 8 {
             bail!("--seq-len must be at least 8");
         }
-        if !(self.lr > 0.0) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+        if self.lr.is_nan() || self.lr <= 0.0 || !(0.0..=1.0).contains(&self.min_lr_ratio) {
             bail!("--lr must be positive and --min-lr-ratio in [0, 1]");
         }
-        if self.steps == 0 && !(self.epochs > 0.0) {
+        if self.steps == 0 && (self.epochs.is_nan() || self.epochs <= 0.0) {
             bail!("set --steps or a positive --epochs");
         }
         self.moe().validate()?;
@@ -165,7 +172,12 @@ impl TrainConfig {
             num_experts: self.experts,
             top_k: self.top_k,
             expert_names: names,
-            attn_targets: self.attn_targets.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            attn_targets: self
+                .attn_targets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
             aux_coef: self.aux_coef,
             z_coef: self.z_coef,
             domain_coef: self.domain_coef,
@@ -176,10 +188,10 @@ impl TrainConfig {
 /// `12h`, `90m`, `60s`, `1h30m`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
     }
     let mut total = 0.0;
     let mut num = String::new();
@@ -194,7 +206,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             's' => 1.0,
             _ => bail!("cannot read duration `{s}` (examples: 12h, 90m, 60s)"),
         };
-        let v: f64 = num.parse().map_err(|_| anyhow::anyhow!("cannot read duration `{s}` (examples: 12h, 90m, 60s)"))?;
+        let v: f64 = num
+            .parse()
+            .map_err(|_| anyhow::anyhow!("cannot read duration `{s}` (examples: 12h, 90m, 60s)"))?;
         total += v * unit;
         num.clear();
     }
@@ -211,7 +225,10 @@ mod tests {
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
         let file: TrainArgs = toml::from_str("model = \"m\"\ndata = \"d\"\nout = \"o\"\nlr = 0.001\nsteps = 7\nattn_targets = [\"q_proj\"]").unwrap();
-        let flags = TrainArgs { lr: Some(0.01), ..Default::default() };
+        let flags = TrainArgs {
+            lr: Some(0.01),
+            ..Default::default()
+        };
         let cfg = flags.over(file).resolve();
         assert_eq!(cfg.lr, 0.01);
         assert_eq!(cfg.steps, 7);

@@ -20,12 +20,12 @@ use crate::rng::Rng;
 use crate::train::float::Float;
 use crate::train::ops::attention::{AttnShape, attention_backward, attention_forward, probs_len};
 use crate::train::ops::embedding::{embedding_backward, embedding_forward};
+use crate::train::ops::lora::{lora_backward, lora_forward};
 use crate::train::ops::losses::{
     IGNORE, cross_entropy_backward, cross_entropy_forward, domain_routing_loss_backward,
     domain_routing_loss_forward, load_balance_backward, load_balance_forward,
     router_z_loss_backward, router_z_loss_forward,
 };
-use crate::train::ops::lora::{lora_backward, lora_forward};
 use crate::train::ops::matmul::{matmul_backward, matmul_forward};
 use crate::train::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use crate::train::ops::rope::{rope_backward, rope_forward};
@@ -36,7 +36,12 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The four domains, in expert order (expert i ↔ domain i).
-pub const DOMAINS: [&str; 4] = ["psychology", "mental_health", "bias_detection", "general_therapeutic"];
+pub const DOMAINS: [&str; 4] = [
+    "psychology",
+    "mental_health",
+    "bias_detection",
+    "general_therapeutic",
+];
 
 /// The attention projections plain LoRA may target.
 pub const ATTN_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
@@ -88,17 +93,30 @@ impl MoeConfig {
             bail!("LoRA rank must be positive");
         }
         if self.num_experts == 0 || self.num_experts > 64 {
-            bail!("the number of experts must be between 1 and 64, not {}", self.num_experts);
+            bail!(
+                "the number of experts must be between 1 and 64, not {}",
+                self.num_experts
+            );
         }
         if self.top_k == 0 || self.top_k > self.num_experts {
-            bail!("top_k ({}) must be between 1 and the number of experts ({})", self.top_k, self.num_experts);
+            bail!(
+                "top_k ({}) must be between 1 and the number of experts ({})",
+                self.top_k,
+                self.num_experts
+            );
         }
         if self.expert_names.len() != self.num_experts {
-            bail!("{} expert names for {} experts", self.expert_names.len(), self.num_experts);
+            bail!(
+                "{} expert names for {} experts",
+                self.expert_names.len(),
+                self.num_experts
+            );
         }
         for t in &self.attn_targets {
             if !ATTN_TARGETS.contains(&t.as_str()) {
-                bail!("unknown attention LoRA target `{t}` (choose from q_proj, k_proj, v_proj, o_proj)");
+                bail!(
+                    "unknown attention LoRA target `{t}` (choose from q_proj, k_proj, v_proj, o_proj)"
+                );
             }
         }
         Ok(())
@@ -117,7 +135,12 @@ pub struct Params<T> {
 
 impl<T: Float> Params<T> {
     fn new() -> Self {
-        Self { names: Vec::new(), shapes: Vec::new(), data: Vec::new(), base: Vec::new() }
+        Self {
+            names: Vec::new(),
+            shapes: Vec::new(),
+            data: Vec::new(),
+            base: Vec::new(),
+        }
     }
 
     fn push(&mut self, name: String, shape: Vec<usize>, data: Vec<T>, base: bool) -> usize {
@@ -159,7 +182,10 @@ impl<T: Float> Params<T> {
 
     /// Number of scalars in the tensors `pick` selects.
     pub fn count(&self, pick: impl Fn(usize) -> bool) -> usize {
-        (0..self.len()).filter(|&i| pick(i)).map(|i| self.data[i].len()).sum()
+        (0..self.len())
+            .filter(|&i| pick(i))
+            .map(|i| self.data[i].len())
+            .sum()
     }
 }
 
@@ -227,7 +253,11 @@ impl Batch {
                 b.tokens.push(tok);
                 b.positions.push(t as u32);
                 b.domains.push(*domain);
-                let target = if t + 1 < tokens.len() && loss_on[t + 1] { tokens[t + 1] } else { IGNORE };
+                let target = if t + 1 < tokens.len() && loss_on[t + 1] {
+                    tokens[t + 1]
+                } else {
+                    IGNORE
+                };
                 b.targets.push(target);
             }
             if !tokens.is_empty() {
@@ -267,6 +297,8 @@ pub struct StepStats {
     pub expert_slots: Vec<Vec<usize>>,
     /// Mean routing entropy (nats) over layers and tokens.
     pub routing_entropy: f64,
+    /// Mean routing entropy (nats) per layer.
+    pub layer_entropy: Vec<f64>,
     /// Per domain: (tokens × layers whose top-1 expert is the domain's, tokens × layers).
     pub domain_top1: Vec<(usize, usize)>,
 }
@@ -287,14 +319,7 @@ struct LayerCache<T> {
     x_mid: Vec<T>,
     rstd2: Vec<T>,
     xn2: Vec<T>,
-    router_logits: Vec<T>,
-    router_probs: Vec<T>,
-    topk_idx: Vec<u32>,
-    topk_w: Vec<T>,
-    g0: Vec<T>,
-    u0: Vec<T>,
-    experts: Vec<ExpertCache<T>>,
-    hbar: Vec<T>,
+    mlp: MoeMlpCache<T>,
 }
 
 /// One expert's share of a layer: the rows routed to it.
@@ -313,11 +338,162 @@ struct ExpertCache<T> {
     down_xa: Vec<T>,
 }
 
+/// One layer's MoE-LoRA MLP as slices: the frozen projections (`nn.Linear`
+/// layout) and the adapter's router and experts, each expert `(A, B)` for
+/// gate, up and down. The inference engine's twin is tested against
+/// [`moe_mlp_forward`].
+pub struct MoeMlp<'a, T> {
+    /// `[f, c]`
+    pub gate_proj: &'a [T],
+    /// `[f, c]`
+    pub up_proj: &'a [T],
+    /// `[c, f]`
+    pub down_proj: &'a [T],
+    /// `[E, c]`
+    pub router: &'a [T],
+    /// Per expert, `(lora_A, lora_B)` of gate, up, down.
+    pub experts: Vec<[(&'a [T], &'a [T]); 3]>,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub rank: usize,
+    pub top_k: usize,
+    /// `lora_alpha / r`.
+    pub scale: T,
+}
+
+/// What [`moe_mlp_forward`] saves for the backward.
+#[derive(Default)]
+pub struct MoeMlpCache<T> {
+    router_logits: Vec<T>,
+    router_probs: Vec<T>,
+    topk_idx: Vec<u32>,
+    topk_w: Vec<T>,
+    g0: Vec<T>,
+    u0: Vec<T>,
+    experts: Vec<ExpertCache<T>>,
+    hbar: Vec<T>,
+}
+
+impl<T> MoeMlpCache<T> {
+    /// `[n, k]`: each row's chosen experts, best first.
+    pub fn topk_idx(&self) -> &[u32] {
+        &self.topk_idx
+    }
+}
+
+/// The MoE-LoRA MLP of the normed hidden states `x [n, c]` (no residual):
+/// route (softmax, top-k, renormalised), run the frozen gate/up once for
+/// all rows, add each routed expert's LoRA to gate and up, SwiGLU, then the
+/// frozen down once on `Σ_e w_e·h_e` plus each expert's `w_e·LoRA_down(h_e)`.
+pub fn moe_mlp_forward<T: Float>(mlp: &MoeMlp<T>, x: &[T], n: usize) -> (MoeMlpCache<T>, Vec<T>) {
+    let (c, f, r, k, s) = (mlp.hidden, mlp.intermediate, mlp.rank, mlp.top_k, mlp.scale);
+    let e = mlp.experts.len();
+    let mut cc = MoeMlpCache::<T> {
+        router_logits: vec![T::ZERO; n * e],
+        router_probs: vec![T::ZERO; n * e],
+        topk_idx: vec![0; n * k],
+        topk_w: vec![T::ZERO; n * k],
+        g0: vec![T::ZERO; n * f],
+        u0: vec![T::ZERO; n * f],
+        experts: Vec::with_capacity(e),
+        hbar: vec![T::ZERO; n * f],
+    };
+    matmul_forward(&mut cc.router_logits, x, mlp.router, n, c, e);
+    router_forward(
+        &mut cc.router_probs,
+        &mut cc.topk_idx,
+        &mut cc.topk_w,
+        &cc.router_logits,
+        n,
+        e,
+        k,
+    );
+    matmul_forward(&mut cc.g0, x, mlp.gate_proj, n, c, f);
+    matmul_forward(&mut cc.u0, x, mlp.up_proj, n, c, f);
+    // The experts' LoRA_down outputs are accumulated straight into `out`.
+    let mut out = vec![T::ZERO; n * c];
+    for (ei, [(ga, gb), (ua, ub), (da, db)]) in mlp.experts.iter().enumerate() {
+        let mut ec = ExpertCache::<T>::default();
+        for t in 0..n {
+            for slot in 0..k {
+                if cc.topk_idx[t * k + slot] as usize == ei {
+                    ec.rows.push(t as u32);
+                    ec.slots.push(slot as u8);
+                    ec.w.push(cc.topk_w[t * k + slot]);
+                }
+            }
+        }
+        let m = ec.rows.len();
+        if m == 0 {
+            cc.experts.push(ec);
+            continue;
+        }
+        ec.x = gather(x, &ec.rows, c);
+        ec.g = gather(&cc.g0, &ec.rows, f);
+        ec.u = gather(&cc.u0, &ec.rows, f);
+        ec.gate_xa = vec![T::ZERO; m * r];
+        ec.up_xa = vec![T::ZERO; m * r];
+        lora_forward(
+            &mut ec.g,
+            &mut ec.gate_xa,
+            &ec.x,
+            ga,
+            gb,
+            None,
+            s,
+            m,
+            c,
+            r,
+            f,
+        );
+        lora_forward(&mut ec.u, &mut ec.up_xa, &ec.x, ua, ub, None, s, m, c, r, f);
+        ec.h = vec![T::ZERO; m * f];
+        swiglu_forward(&mut ec.h, &ec.g, &ec.u);
+        for (i, &t) in ec.rows.iter().enumerate() {
+            let t = t as usize;
+            for (hb, h) in cc.hbar[t * f..(t + 1) * f]
+                .iter_mut()
+                .zip(&ec.h[i * f..(i + 1) * f])
+            {
+                *hb += ec.w[i] * *h;
+            }
+        }
+        let mut down = vec![T::ZERO; m * c];
+        ec.down_xa = vec![T::ZERO; m * r];
+        lora_forward(
+            &mut down,
+            &mut ec.down_xa,
+            &ec.h,
+            da,
+            db,
+            Some(&ec.w),
+            s,
+            m,
+            f,
+            r,
+            c,
+        );
+        scatter_add(&mut out, &down, &ec.rows, c);
+        cc.experts.push(ec);
+    }
+    let mut base_down = vec![T::ZERO; n * c];
+    matmul_forward(&mut base_down, &cc.hbar, mlp.down_proj, n, f, c);
+    for (o, d) in out.iter_mut().zip(&base_down) {
+        *o += *d;
+    }
+    (cc, out)
+}
+
 /// (frozen base parameters, trainable adapter parameters) of a MoE-LoRA
 /// adapter on a model of this config: the arithmetic behind the
 /// "trainable fraction" printed at the start of training.
 pub fn parameter_counts(cfg: &ModelConfig, moe: &MoeConfig) -> (usize, usize) {
-    let (c, q, kv, f) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    let (c, q, kv, f) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+    );
     let r = moe.rank;
     let lora = |inp: usize, out: usize| r * (inp + out);
     let mut layer = 0;
@@ -341,7 +517,11 @@ struct Grads<'a, T> {
 
 impl<T> Grads<'_, T> {
     fn one(&mut self, i: usize) -> Option<&mut [T]> {
-        if self.trainable[i] { Some(&mut self.data[i]) } else { None }
+        if self.trainable[i] {
+            Some(&mut self.data[i])
+        } else {
+            None
+        }
     }
 
     fn two(&mut self, i: usize, j: usize) -> (Option<&mut [T]>, Option<&mut [T]>) {
@@ -385,12 +565,21 @@ impl<T: Float> TrainModel<T> {
         moe.validate()?;
         let cfg = ckpt.config.clone();
         if cfg.architecture == Architecture::Qwen2 || cfg.qkv_bias || cfg.o_bias || cfg.mlp_bias {
-            bail!("training supports llama/mistral checkpoints without biases (this one has `model_type: {}`)", cfg.architecture.model_type());
+            bail!(
+                "training supports llama/mistral checkpoints without biases (this one has `model_type: {}`)",
+                cfg.architecture.model_type()
+            );
         }
         if cfg.sliding_window.is_some() {
             bail!("training does not support sliding-window attention");
         }
-        let (c, q, kv, f, v) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.vocab_size);
+        let (c, q, kv, f, v) = (
+            cfg.hidden_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.intermediate_size,
+            cfg.vocab_size,
+        );
         let mut p = Params::new();
         let base = |p: &mut Params<T>, name: String, shape: Vec<usize>| -> Result<usize> {
             let t = ckpt.tensors.get(&name)?;
@@ -405,10 +594,22 @@ impl<T: Float> TrainModel<T> {
             layers.push(LayerIdx {
                 attn_norm: base(&mut p, format!("{pre}.input_layernorm.weight"), vec![c])?,
                 wq: base(&mut p, format!("{pre}.self_attn.q_proj.weight"), vec![q, c])?,
-                wk: base(&mut p, format!("{pre}.self_attn.k_proj.weight"), vec![kv, c])?,
-                wv: base(&mut p, format!("{pre}.self_attn.v_proj.weight"), vec![kv, c])?,
+                wk: base(
+                    &mut p,
+                    format!("{pre}.self_attn.k_proj.weight"),
+                    vec![kv, c],
+                )?,
+                wv: base(
+                    &mut p,
+                    format!("{pre}.self_attn.v_proj.weight"),
+                    vec![kv, c],
+                )?,
                 wo: base(&mut p, format!("{pre}.self_attn.o_proj.weight"), vec![c, q])?,
-                mlp_norm: base(&mut p, format!("{pre}.post_attention_layernorm.weight"), vec![c])?,
+                mlp_norm: base(
+                    &mut p,
+                    format!("{pre}.post_attention_layernorm.weight"),
+                    vec![c],
+                )?,
                 wg: base(&mut p, format!("{pre}.mlp.gate_proj.weight"), vec![f, c])?,
                 wu: base(&mut p, format!("{pre}.mlp.up_proj.weight"), vec![f, c])?,
                 wd: base(&mut p, format!("{pre}.mlp.down_proj.weight"), vec![c, f])?,
@@ -418,7 +619,11 @@ impl<T: Float> TrainModel<T> {
             });
         }
         let norm = base(&mut p, "model.norm.weight".into(), vec![c])?;
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(base(&mut p, "lm_head.weight".into(), vec![v, c])?) };
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(base(&mut p, "lm_head.weight".into(), vec![v, c])?)
+        };
 
         // The adapter, after the base, in a fixed order.
         let r = moe.rank;
@@ -427,9 +632,16 @@ impl<T: Float> TrainModel<T> {
             let bound = 1.0 / (inp as f64).sqrt();
             let name_a = format!("{prefix}.lora_A.weight");
             let mut rng = rng_for(&name_a);
-            let a_data = (0..r * inp).map(|_| T::from_f64(bound * (2.0 * rng.next_f64() - 1.0))).collect();
+            let a_data = (0..r * inp)
+                .map(|_| T::from_f64(bound * (2.0 * rng.next_f64() - 1.0)))
+                .collect();
             let a = p.push(name_a, vec![r, inp], a_data, false);
-            let b = p.push(format!("{prefix}.lora_B.weight"), vec![out, r], vec![T::ZERO; out * r], false);
+            let b = p.push(
+                format!("{prefix}.lora_B.weight"),
+                vec![out, r],
+                vec![T::ZERO; out * r],
+                false,
+            );
             LoraIdx { a, b }
         };
         for (i, layer) in layers.iter_mut().enumerate() {
@@ -441,12 +653,15 @@ impl<T: Float> TrainModel<T> {
                         1 | 2 => (c, kv),
                         _ => (q, c),
                     };
-                    layer.attn_lora[j] = Some(lora(&mut p, format!("{pre}.self_attn.{target}"), inp, out));
+                    layer.attn_lora[j] =
+                        Some(lora(&mut p, format!("{pre}.self_attn.{target}"), inp, out));
                 }
             }
             let router_name = format!("{pre}.mlp.router.weight");
             let mut rng = Rng::for_stream(seed, &router_name);
-            let router_data = (0..moe.num_experts * c).map(|_| T::from_f64(0.02 * rng.next_normal())).collect();
+            let router_data = (0..moe.num_experts * c)
+                .map(|_| T::from_f64(0.02 * rng.next_normal()))
+                .collect();
             layer.router = p.push(router_name, vec![moe.num_experts, c], router_data, false);
             for e in 0..moe.num_experts {
                 let ep = format!("{pre}.mlp.experts.{e}");
@@ -462,7 +677,12 @@ impl<T: Float> TrainModel<T> {
             config: cfg,
             moe,
             params: p,
-            idx: ModelIdx { embed, layers, norm, lm_head },
+            idx: ModelIdx {
+                embed,
+                layers,
+                norm,
+                lm_head,
+            },
             rope_cos: cos.into_iter().map(T::from_f32).collect(),
             rope_sin: sin.into_iter().map(T::from_f32).collect(),
             train_base: false,
@@ -477,12 +697,18 @@ impl<T: Float> TrainModel<T> {
     }
 
     pub fn trainable_mask(&self) -> Vec<bool> {
-        (0..self.params.len()).map(|i| self.is_trainable(i)).collect()
+        (0..self.params.len())
+            .map(|i| self.is_trainable(i))
+            .collect()
     }
 
     /// Same model in another precision (e.g. f64 for gradient checks).
     pub fn convert<U: Float>(&self) -> TrainModel<U> {
-        let conv = |v: &Vec<T>| v.iter().map(|x| U::from_f64(x.to_f64())).collect::<Vec<U>>();
+        let conv = |v: &Vec<T>| {
+            v.iter()
+                .map(|x| U::from_f64(x.to_f64()))
+                .collect::<Vec<U>>()
+        };
         TrainModel {
             config: self.config.clone(),
             moe: self.moe.clone(),
@@ -513,7 +739,12 @@ impl<T: Float> TrainModel<T> {
             bail!("internal: batch documents do not cover the batch");
         }
         let v = self.config.vocab_size as u32;
-        if let Some(t) = batch.tokens.iter().chain(batch.targets.iter().filter(|&&t| t != IGNORE)).find(|&&t| t >= v) {
+        if let Some(t) = batch
+            .tokens
+            .iter()
+            .chain(batch.targets.iter().filter(|&&t| t != IGNORE))
+            .find(|&&t| t >= v)
+        {
             bail!("token id {t} is out of range for a vocabulary of {v}");
         }
         let max_pos = self.config.max_position_embeddings;
@@ -535,9 +766,24 @@ impl<T: Float> TrainModel<T> {
             x = self.layer_forward(l, &x, batch).1;
         }
         let (mut xnf, mut rstdf) = (vec![T::ZERO; n * c], vec![T::ZERO; n]);
-        rmsnorm_forward(&mut xnf, &mut rstdf, &x, &pd[self.idx.norm], n, c, cfg.rms_norm_eps);
+        rmsnorm_forward(
+            &mut xnf,
+            &mut rstdf,
+            &x,
+            &pd[self.idx.norm],
+            n,
+            c,
+            cfg.rms_norm_eps,
+        );
         let mut logits = vec![T::ZERO; n * v];
-        matmul_forward(&mut logits, &xnf, &pd[self.idx.lm_head.unwrap_or(self.idx.embed)], n, c, v);
+        matmul_forward(
+            &mut logits,
+            &xnf,
+            &pd[self.idx.lm_head.unwrap_or(self.idx.embed)],
+            n,
+            c,
+            v,
+        );
         Ok(logits)
     }
 
@@ -548,11 +794,21 @@ impl<T: Float> TrainModel<T> {
 
     /// Forward and backward; gradients of trainable parameters are added
     /// into `grads` (scaled by `grad_scale`, e.g. 1/accumulation steps).
-    pub fn forward_backward(&self, batch: &Batch, grads: &mut Params<T>, grad_scale: f64) -> Result<StepStats> {
+    pub fn forward_backward(
+        &self,
+        batch: &Batch,
+        grads: &mut Params<T>,
+        grad_scale: f64,
+    ) -> Result<StepStats> {
         self.run(batch, Some(grads), T::from_f64(grad_scale))
     }
 
-    fn run(&self, batch: &Batch, grads: Option<&mut Params<T>>, grad_scale: T) -> Result<StepStats> {
+    fn run(
+        &self,
+        batch: &Batch,
+        grads: Option<&mut Params<T>>,
+        grad_scale: T,
+    ) -> Result<StepStats> {
         self.check_batch(batch)?;
         let cfg = &self.config;
         let (n, c, v) = (batch.len(), cfg.hidden_size, cfg.vocab_size);
@@ -563,19 +819,34 @@ impl<T: Float> TrainModel<T> {
         let mut x = vec![T::ZERO; n * c];
         embedding_forward(&mut x, &batch.tokens, &pd[self.idx.embed], c);
         let mut caches: Vec<LayerCache<T>> = Vec::with_capacity(nl);
-        let mut stats = StepStats { n_tokens: n, domain_top1: vec![(0, 0); e], ..Default::default() };
+        let mut stats = StepStats {
+            n_tokens: n,
+            domain_top1: vec![(0, 0); e],
+            ..Default::default()
+        };
         for l in 0..nl {
             let (cache, out) = self.layer_forward(l, &x, batch);
             x = out;
             self.layer_stats(&cache, batch, &mut stats);
             caches.push(if self.checkpointing {
-                LayerCache { x_in: cache.x_in, ..Default::default() }
+                LayerCache {
+                    x_in: cache.x_in,
+                    ..Default::default()
+                }
             } else {
                 cache
             });
         }
         let (mut xnf, mut rstdf) = (vec![T::ZERO; n * c], vec![T::ZERO; n]);
-        rmsnorm_forward(&mut xnf, &mut rstdf, &x, &pd[self.idx.norm], n, c, cfg.rms_norm_eps);
+        rmsnorm_forward(
+            &mut xnf,
+            &mut rstdf,
+            &x,
+            &pd[self.idx.norm],
+            n,
+            c,
+            cfg.rms_norm_eps,
+        );
         let head = self.idx.lm_head.unwrap_or(self.idx.embed);
         let mut logits = vec![T::ZERO; n * v];
         matmul_forward(&mut logits, &xnf, &pd[head], n, c, v);
@@ -588,23 +859,57 @@ impl<T: Float> TrainModel<T> {
         stats.z /= nl as f64;
         stats.domain /= nl as f64;
         stats.routing_entropy /= (nl * n) as f64;
-        stats.total = stats.ce + self.moe.aux_coef * stats.aux + self.moe.z_coef * stats.z + self.moe.domain_coef * stats.domain;
+        stats.total = stats.ce
+            + self.moe.aux_coef * stats.aux
+            + self.moe.z_coef * stats.z
+            + self.moe.domain_coef * stats.domain;
 
         let Some(grads) = grads else { return Ok(stats) };
         let trainable = self.trainable_mask();
-        let mut g = Grads { data: &mut grads.data, trainable: &trainable };
+        let mut g = Grads {
+            data: &mut grads.data,
+            trainable: &trainable,
+        };
         // Loss head.
         let mut dlogits = vec![T::ZERO; n * v];
-        cross_entropy_backward(&mut dlogits, &logits, &batch.targets, grad_scale / T::from_f64(n_targets.max(1) as f64), v);
+        cross_entropy_backward(
+            &mut dlogits,
+            &logits,
+            &batch.targets,
+            grad_scale / T::from_f64(n_targets.max(1) as f64),
+            v,
+        );
         drop(logits);
         let mut dxnf = vec![T::ZERO; n * c];
-        matmul_backward(Some(&mut dxnf), g.one(head), &dlogits, &xnf, &pd[head], n, c, v);
+        matmul_backward(
+            Some(&mut dxnf),
+            g.one(head),
+            &dlogits,
+            &xnf,
+            &pd[head],
+            n,
+            c,
+            v,
+        );
         drop(dlogits);
         let mut dx = vec![T::ZERO; n * c];
-        rmsnorm_backward(&mut dx, g.one(self.idx.norm), &dxnf, &x, &pd[self.idx.norm], &rstdf, n, c);
+        rmsnorm_backward(
+            &mut dx,
+            g.one(self.idx.norm),
+            &dxnf,
+            &x,
+            &pd[self.idx.norm],
+            &rstdf,
+            n,
+            c,
+        );
         for l in (0..nl).rev() {
             let cache = std::mem::take(&mut caches[l]);
-            let cache = if self.checkpointing { self.layer_forward(l, &cache.x_in, batch).0 } else { cache };
+            let cache = if self.checkpointing {
+                self.layer_forward(l, &cache.x_in, batch).0
+            } else {
+                cache
+            };
             dx = self.layer_backward(l, &cache, &dx, batch, &mut g, grad_scale);
         }
         if let Some(dwte) = g.one(self.idx.embed) {
@@ -615,29 +920,38 @@ impl<T: Float> TrainModel<T> {
 
     fn layer_stats(&self, cache: &LayerCache<T>, batch: &Batch, stats: &mut StepStats) {
         let (n, e, k) = (batch.len(), self.moe.num_experts, self.moe.top_k);
-        let (lb, _) = load_balance_forward(&cache.router_probs, &cache.topk_idx, n, e);
+        let (lb, _) = load_balance_forward(&cache.mlp.router_probs, &cache.mlp.topk_idx, n, e);
         stats.aux += lb;
         if self.moe.z_coef != 0.0 {
-            stats.z += router_z_loss_forward(&cache.router_logits, n, e);
+            stats.z += router_z_loss_forward(&cache.mlp.router_logits, n, e);
         }
         if self.moe.domain_coef != 0.0 {
-            stats.domain += domain_routing_loss_forward(&cache.router_probs, &batch.domains, e).0;
+            stats.domain +=
+                domain_routing_loss_forward(&cache.mlp.router_probs, &batch.domains, e).0;
         }
         let mut slots = vec![0usize; e];
-        for &j in &cache.topk_idx {
+        for &j in &cache.mlp.topk_idx {
             slots[j as usize] += 1;
         }
         stats.expert_slots.push(slots);
-        for (t, p) in cache.router_probs.chunks_exact(e).enumerate() {
-            stats.routing_entropy -= p.iter().map(|p| p.to_f64()).filter(|&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>();
+        let mut entropy = 0.0;
+        for (t, p) in cache.mlp.router_probs.chunks_exact(e).enumerate() {
+            entropy -= p
+                .iter()
+                .map(|p| p.to_f64())
+                .filter(|&p| p > 0.0)
+                .map(|p| p * p.ln())
+                .sum::<f64>();
             let d = batch.domains[t] as usize;
             if d < e {
                 stats.domain_top1[d].1 += 1;
-                if cache.topk_idx[t * k] as usize == d {
+                if cache.mlp.topk_idx[t * k] as usize == d {
                     stats.domain_top1[d].0 += 1;
                 }
             }
         }
+        stats.routing_entropy += entropy;
+        stats.layer_entropy.push(entropy / n.max(1) as f64);
     }
 
     fn lora_scale(&self) -> T {
@@ -651,16 +965,32 @@ impl<T: Float> TrainModel<T> {
         let li = &self.idx.layers[l];
         let pd = &self.params.data;
         let n = batch.len();
-        let (c, qd, kvd, f) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
-        let (e, k, r) = (self.moe.num_experts, self.moe.top_k, self.moe.rank);
+        let (c, qd, kvd, f) = (
+            cfg.hidden_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.intermediate_size,
+        );
+        let (k, r) = (self.moe.top_k, self.moe.rank);
         let s = self.lora_scale();
         let eps = cfg.rms_norm_eps;
-        let mut cc = LayerCache::<T> { x_in: x_in.to_vec(), ..Default::default() };
+        let mut cc = LayerCache::<T> {
+            x_in: x_in.to_vec(),
+            ..Default::default()
+        };
 
         // Attention block.
         cc.xn1 = vec![T::ZERO; n * c];
         cc.rstd1 = vec![T::ZERO; n];
-        rmsnorm_forward(&mut cc.xn1, &mut cc.rstd1, x_in, &pd[li.attn_norm], n, c, eps);
+        rmsnorm_forward(
+            &mut cc.xn1,
+            &mut cc.rstd1,
+            x_in,
+            &pd[li.attn_norm],
+            n,
+            c,
+            eps,
+        );
         let proj_dims = [(c, qd), (c, kvd), (c, kvd)];
         let weights = [li.wq, li.wk, li.wv];
         let mut qkv: [Vec<T>; 3] = Default::default();
@@ -670,13 +1000,43 @@ impl<T: Float> TrainModel<T> {
             matmul_forward(&mut qkv[j], &cc.xn1, &pd[weights[j]], n, inp_d, out_d);
             if let Some(lo) = li.attn_lora[j] {
                 cc.attn_xa[j] = vec![T::ZERO; n * r];
-                lora_forward(&mut qkv[j], &mut cc.attn_xa[j], &cc.xn1, &pd[lo.a], &pd[lo.b], None, s, n, inp_d, r, out_d);
+                lora_forward(
+                    &mut qkv[j],
+                    &mut cc.attn_xa[j],
+                    &cc.xn1,
+                    &pd[lo.a],
+                    &pd[lo.b],
+                    None,
+                    s,
+                    n,
+                    inp_d,
+                    r,
+                    out_d,
+                );
             }
         }
         let [mut q, mut kk, vv] = qkv;
-        rope_forward(&mut q, &self.rope_cos, &self.rope_sin, &batch.positions, cfg.num_heads, cfg.head_dim);
-        rope_forward(&mut kk, &self.rope_cos, &self.rope_sin, &batch.positions, cfg.num_kv_heads, cfg.head_dim);
-        let shape = AttnShape { n_heads: cfg.num_heads, n_kv_heads: cfg.num_kv_heads, head_dim: cfg.head_dim };
+        rope_forward(
+            &mut q,
+            &self.rope_cos,
+            &self.rope_sin,
+            &batch.positions,
+            cfg.num_heads,
+            cfg.head_dim,
+        );
+        rope_forward(
+            &mut kk,
+            &self.rope_cos,
+            &self.rope_sin,
+            &batch.positions,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        );
+        let shape = AttnShape {
+            n_heads: cfg.num_heads,
+            n_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+        };
         cc.att = vec![T::ZERO; n * qd];
         cc.probs = vec![T::ZERO; probs_len(&batch.docs, cfg.num_heads)];
         attention_forward(&mut cc.att, &mut cc.probs, &q, &kk, &vv, &batch.docs, shape);
@@ -685,81 +1045,80 @@ impl<T: Float> TrainModel<T> {
         matmul_forward(&mut o, &cc.att, &pd[li.wo], n, qd, c);
         if let Some(lo) = li.attn_lora[3] {
             cc.attn_xa[3] = vec![T::ZERO; n * r];
-            lora_forward(&mut o, &mut cc.attn_xa[3], &cc.att, &pd[lo.a], &pd[lo.b], None, s, n, qd, r, c);
+            lora_forward(
+                &mut o,
+                &mut cc.attn_xa[3],
+                &cc.att,
+                &pd[lo.a],
+                &pd[lo.b],
+                None,
+                s,
+                n,
+                qd,
+                r,
+                c,
+            );
         }
         cc.x_mid = x_in.iter().zip(&o).map(|(a, b)| *a + *b).collect();
 
         // MLP block: router, shared frozen gate/up, routed experts.
         cc.xn2 = vec![T::ZERO; n * c];
         cc.rstd2 = vec![T::ZERO; n];
-        rmsnorm_forward(&mut cc.xn2, &mut cc.rstd2, &cc.x_mid, &pd[li.mlp_norm], n, c, eps);
-        cc.router_logits = vec![T::ZERO; n * e];
-        matmul_forward(&mut cc.router_logits, &cc.xn2, &pd[li.router], n, c, e);
-        cc.router_probs = vec![T::ZERO; n * e];
-        cc.topk_idx = vec![0; n * k];
-        cc.topk_w = vec![T::ZERO; n * k];
-        router_forward(&mut cc.router_probs, &mut cc.topk_idx, &mut cc.topk_w, &cc.router_logits, n, e, k);
-        cc.g0 = vec![T::ZERO; n * f];
-        cc.u0 = vec![T::ZERO; n * f];
-        matmul_forward(&mut cc.g0, &cc.xn2, &pd[li.wg], n, c, f);
-        matmul_forward(&mut cc.u0, &cc.xn2, &pd[li.wu], n, c, f);
-        cc.hbar = vec![T::ZERO; n * f];
-        // The experts' LoRA_down outputs, accumulated straight into x_mid's
-        // copy that becomes the layer output.
-        let mut out = cc.x_mid.clone();
-        for (ei, ex) in li.experts.iter().enumerate() {
-            let mut ec = ExpertCache::<T>::default();
-            for t in 0..n {
-                for slot in 0..k {
-                    if cc.topk_idx[t * k + slot] as usize == ei {
-                        ec.rows.push(t as u32);
-                        ec.slots.push(slot as u8);
-                        ec.w.push(cc.topk_w[t * k + slot]);
-                    }
-                }
-            }
-            let m = ec.rows.len();
-            if m == 0 {
-                cc.experts.push(ec);
-                continue;
-            }
-            ec.x = gather(&cc.xn2, &ec.rows, c);
-            ec.g = gather(&cc.g0, &ec.rows, f);
-            ec.u = gather(&cc.u0, &ec.rows, f);
-            ec.gate_xa = vec![T::ZERO; m * r];
-            ec.up_xa = vec![T::ZERO; m * r];
-            lora_forward(&mut ec.g, &mut ec.gate_xa, &ec.x, &pd[ex.gate.a], &pd[ex.gate.b], None, s, m, c, r, f);
-            lora_forward(&mut ec.u, &mut ec.up_xa, &ec.x, &pd[ex.up.a], &pd[ex.up.b], None, s, m, c, r, f);
-            ec.h = vec![T::ZERO; m * f];
-            swiglu_forward(&mut ec.h, &ec.g, &ec.u);
-            for (i, &t) in ec.rows.iter().enumerate() {
-                let t = t as usize;
-                for (hb, h) in cc.hbar[t * f..(t + 1) * f].iter_mut().zip(&ec.h[i * f..(i + 1) * f]) {
-                    *hb += ec.w[i] * *h;
-                }
-            }
-            let mut down = vec![T::ZERO; m * c];
-            ec.down_xa = vec![T::ZERO; m * r];
-            lora_forward(&mut down, &mut ec.down_xa, &ec.h, &pd[ex.down.a], &pd[ex.down.b], Some(&ec.w), s, m, f, r, c);
-            scatter_add(&mut out, &down, &ec.rows, c);
-            cc.experts.push(ec);
-        }
-        let mut base_down = vec![T::ZERO; n * c];
-        matmul_forward(&mut base_down, &cc.hbar, &pd[li.wd], n, f, c);
-        for (o, d) in out.iter_mut().zip(&base_down) {
-            *o += *d;
+        rmsnorm_forward(
+            &mut cc.xn2,
+            &mut cc.rstd2,
+            &cc.x_mid,
+            &pd[li.mlp_norm],
+            n,
+            c,
+            eps,
+        );
+        let experts = li
+            .experts
+            .iter()
+            .map(|ex| [ex.gate, ex.up, ex.down].map(|lo| (&pd[lo.a][..], &pd[lo.b][..])))
+            .collect();
+        let mlp = MoeMlp {
+            gate_proj: &pd[li.wg],
+            up_proj: &pd[li.wu],
+            down_proj: &pd[li.wd],
+            router: &pd[li.router],
+            experts,
+            hidden: c,
+            intermediate: f,
+            rank: r,
+            top_k: k,
+            scale: s,
+        };
+        let (mlp_cache, mut out) = moe_mlp_forward(&mlp, &cc.xn2, n);
+        cc.mlp = mlp_cache;
+        for (o, x) in out.iter_mut().zip(&cc.x_mid) {
+            *o += *x;
         }
         (cc, out)
     }
 
     /// Gradient w.r.t. the layer's input, given the gradient w.r.t. its
     /// output; parameter gradients are added into `g`.
-    fn layer_backward(&self, l: usize, cc: &LayerCache<T>, dx_out: &[T], batch: &Batch, g: &mut Grads<T>, grad_scale: T) -> Vec<T> {
+    fn layer_backward(
+        &self,
+        l: usize,
+        cc: &LayerCache<T>,
+        dx_out: &[T],
+        batch: &Batch,
+        g: &mut Grads<T>,
+        grad_scale: T,
+    ) -> Vec<T> {
         let cfg = &self.config;
         let li = &self.idx.layers[l];
         let pd = &self.params.data;
         let n = batch.len();
-        let (c, qd, kvd, f) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        let (c, qd, kvd, f) = (
+            cfg.hidden_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.intermediate_size,
+        );
         let (e, k, r) = (self.moe.num_experts, self.moe.top_k, self.moe.rank);
         let s = self.lora_scale();
         let nl = cfg.num_layers as f64;
@@ -769,12 +1128,21 @@ impl<T: Float> TrainModel<T> {
         let dmlp = dx_out;
         let mut dx_mid = dx_out.to_vec();
         let mut dhbar = vec![T::ZERO; n * f];
-        matmul_backward(Some(&mut dhbar), g.one(li.wd), dmlp, &cc.hbar, &pd[li.wd], n, f, c);
+        matmul_backward(
+            Some(&mut dhbar),
+            g.one(li.wd),
+            dmlp,
+            &cc.mlp.hbar,
+            &pd[li.wd],
+            n,
+            f,
+            c,
+        );
         let mut dxn2 = vec![T::ZERO; n * c];
         let mut dg0 = vec![T::ZERO; n * f];
         let mut du0 = vec![T::ZERO; n * f];
         let mut dtopk_w = vec![T::ZERO; n * k];
-        for (ex, ec) in li.experts.iter().zip(&cc.experts) {
+        for (ex, ec) in li.experts.iter().zip(&cc.mlp.experts) {
             let m = ec.rows.len();
             if m == 0 {
                 continue;
@@ -792,7 +1160,23 @@ impl<T: Float> TrainModel<T> {
                 }
             }
             let (da, db) = g.two(ex.down.a, ex.down.b);
-            lora_backward(&mut dh, da, db, Some(&mut dw), &dout_e, &ec.h, &ec.down_xa, &pd[ex.down.a], &pd[ex.down.b], Some(&ec.w), s, m, f, r, c);
+            lora_backward(
+                &mut dh,
+                da,
+                db,
+                Some(&mut dw),
+                &dout_e,
+                &ec.h,
+                &ec.down_xa,
+                &pd[ex.down.a],
+                &pd[ex.down.b],
+                Some(&ec.w),
+                s,
+                m,
+                f,
+                r,
+                c,
+            );
             for (i, &t) in ec.rows.iter().enumerate() {
                 dtopk_w[t as usize * k + ec.slots[i] as usize] += dw[i];
             }
@@ -802,57 +1186,240 @@ impl<T: Float> TrainModel<T> {
             scatter_add(&mut du0, &du, &ec.rows, f);
             let mut dx_e = vec![T::ZERO; m * c];
             let (da, db) = g.two(ex.gate.a, ex.gate.b);
-            lora_backward(&mut dx_e, da, db, None, &dg, &ec.x, &ec.gate_xa, &pd[ex.gate.a], &pd[ex.gate.b], None, s, m, c, r, f);
+            lora_backward(
+                &mut dx_e,
+                da,
+                db,
+                None,
+                &dg,
+                &ec.x,
+                &ec.gate_xa,
+                &pd[ex.gate.a],
+                &pd[ex.gate.b],
+                None,
+                s,
+                m,
+                c,
+                r,
+                f,
+            );
             let (da, db) = g.two(ex.up.a, ex.up.b);
-            lora_backward(&mut dx_e, da, db, None, &du, &ec.x, &ec.up_xa, &pd[ex.up.a], &pd[ex.up.b], None, s, m, c, r, f);
+            lora_backward(
+                &mut dx_e,
+                da,
+                db,
+                None,
+                &du,
+                &ec.x,
+                &ec.up_xa,
+                &pd[ex.up.a],
+                &pd[ex.up.b],
+                None,
+                s,
+                m,
+                c,
+                r,
+                f,
+            );
             scatter_add(&mut dxn2, &dx_e, &ec.rows, c);
         }
-        matmul_backward(Some(&mut dxn2), g.one(li.wg), &dg0, &cc.xn2, &pd[li.wg], n, c, f);
-        matmul_backward(Some(&mut dxn2), g.one(li.wu), &du0, &cc.xn2, &pd[li.wu], n, c, f);
+        matmul_backward(
+            Some(&mut dxn2),
+            g.one(li.wg),
+            &dg0,
+            &cc.xn2,
+            &pd[li.wg],
+            n,
+            c,
+            f,
+        );
+        matmul_backward(
+            Some(&mut dxn2),
+            g.one(li.wu),
+            &du0,
+            &cc.xn2,
+            &pd[li.wu],
+            n,
+            c,
+            f,
+        );
         drop((dg0, du0, dhbar));
         // Router: through the top-k weights and the auxiliary losses.
         let mut dprobs = vec![T::ZERO; n * e];
-        let (_, lb_f) = load_balance_forward(&cc.router_probs, &cc.topk_idx, n, e);
+        let (_, lb_f) = load_balance_forward(&cc.mlp.router_probs, &cc.mlp.topk_idx, n, e);
         load_balance_backward(&mut dprobs, &lb_f, gs * self.moe.aux_coef / nl, n, e);
         let mut dlogits = vec![T::ZERO; n * e];
-        router_backward(&mut dlogits, &dtopk_w, Some(&dprobs), &cc.router_probs, &cc.topk_idx, &cc.topk_w, n, e, k);
+        router_backward(
+            &mut dlogits,
+            &dtopk_w,
+            Some(&dprobs),
+            &cc.mlp.router_probs,
+            &cc.mlp.topk_idx,
+            &cc.mlp.topk_w,
+            n,
+            e,
+            k,
+        );
         if self.moe.z_coef != 0.0 {
-            router_z_loss_backward(&mut dlogits, &cc.router_logits, gs * self.moe.z_coef / nl, n, e);
+            router_z_loss_backward(
+                &mut dlogits,
+                &cc.mlp.router_logits,
+                gs * self.moe.z_coef / nl,
+                n,
+                e,
+            );
         }
         if self.moe.domain_coef != 0.0 {
-            let (_, count) = domain_routing_loss_forward(&cc.router_probs, &batch.domains, e);
-            domain_routing_loss_backward(&mut dlogits, &cc.router_probs, &batch.domains, gs * self.moe.domain_coef / nl, count, e);
+            let (_, count) = domain_routing_loss_forward(&cc.mlp.router_probs, &batch.domains, e);
+            domain_routing_loss_backward(
+                &mut dlogits,
+                &cc.mlp.router_probs,
+                &batch.domains,
+                gs * self.moe.domain_coef / nl,
+                count,
+                e,
+            );
         }
-        matmul_backward(Some(&mut dxn2), g.one(li.router), &dlogits, &cc.xn2, &pd[li.router], n, c, e);
-        rmsnorm_backward(&mut dx_mid, g.one(li.mlp_norm), &dxn2, &cc.x_mid, &pd[li.mlp_norm], &cc.rstd2, n, c);
+        matmul_backward(
+            Some(&mut dxn2),
+            g.one(li.router),
+            &dlogits,
+            &cc.xn2,
+            &pd[li.router],
+            n,
+            c,
+            e,
+        );
+        rmsnorm_backward(
+            &mut dx_mid,
+            g.one(li.mlp_norm),
+            &dxn2,
+            &cc.x_mid,
+            &pd[li.mlp_norm],
+            &cc.rstd2,
+            n,
+            c,
+        );
         drop(dxn2);
 
         // Attention block.
         let do_ = &dx_mid;
         let mut dx_in = dx_mid.clone();
         let mut datt = vec![T::ZERO; n * qd];
-        matmul_backward(Some(&mut datt), g.one(li.wo), do_, &cc.att, &pd[li.wo], n, qd, c);
+        matmul_backward(
+            Some(&mut datt),
+            g.one(li.wo),
+            do_,
+            &cc.att,
+            &pd[li.wo],
+            n,
+            qd,
+            c,
+        );
         if let Some(lo) = li.attn_lora[3] {
             let (da, db) = g.two(lo.a, lo.b);
-            lora_backward(&mut datt, da, db, None, do_, &cc.att, &cc.attn_xa[3], &pd[lo.a], &pd[lo.b], None, s, n, qd, r, c);
+            lora_backward(
+                &mut datt,
+                da,
+                db,
+                None,
+                do_,
+                &cc.att,
+                &cc.attn_xa[3],
+                &pd[lo.a],
+                &pd[lo.b],
+                None,
+                s,
+                n,
+                qd,
+                r,
+                c,
+            );
         }
-        let (mut dq, mut dk, mut dv) = (vec![T::ZERO; n * qd], vec![T::ZERO; n * kvd], vec![T::ZERO; n * kvd]);
-        let shape = AttnShape { n_heads: cfg.num_heads, n_kv_heads: cfg.num_kv_heads, head_dim: cfg.head_dim };
-        attention_backward(&mut dq, &mut dk, &mut dv, &datt, &cc.q, &cc.k, &cc.v, &cc.probs, &batch.docs, shape);
-        rope_backward(&mut dq, &self.rope_cos, &self.rope_sin, &batch.positions, cfg.num_heads, cfg.head_dim);
-        rope_backward(&mut dk, &self.rope_cos, &self.rope_sin, &batch.positions, cfg.num_kv_heads, cfg.head_dim);
+        let (mut dq, mut dk, mut dv) = (
+            vec![T::ZERO; n * qd],
+            vec![T::ZERO; n * kvd],
+            vec![T::ZERO; n * kvd],
+        );
+        let shape = AttnShape {
+            n_heads: cfg.num_heads,
+            n_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+        };
+        attention_backward(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &datt,
+            &cc.q,
+            &cc.k,
+            &cc.v,
+            &cc.probs,
+            &batch.docs,
+            shape,
+        );
+        rope_backward(
+            &mut dq,
+            &self.rope_cos,
+            &self.rope_sin,
+            &batch.positions,
+            cfg.num_heads,
+            cfg.head_dim,
+        );
+        rope_backward(
+            &mut dk,
+            &self.rope_cos,
+            &self.rope_sin,
+            &batch.positions,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        );
         let mut dxn1 = vec![T::ZERO; n * c];
         let weights = [li.wq, li.wk, li.wv];
         let douts = [&dq, &dk, &dv];
         let outs = [qd, kvd, kvd];
         for j in 0..3 {
-            matmul_backward(Some(&mut dxn1), g.one(weights[j]), douts[j], &cc.xn1, &pd[weights[j]], n, c, outs[j]);
+            matmul_backward(
+                Some(&mut dxn1),
+                g.one(weights[j]),
+                douts[j],
+                &cc.xn1,
+                &pd[weights[j]],
+                n,
+                c,
+                outs[j],
+            );
             if let Some(lo) = li.attn_lora[j] {
                 let (da, db) = g.two(lo.a, lo.b);
-                lora_backward(&mut dxn1, da, db, None, douts[j], &cc.xn1, &cc.attn_xa[j], &pd[lo.a], &pd[lo.b], None, s, n, c, r, outs[j]);
+                lora_backward(
+                    &mut dxn1,
+                    da,
+                    db,
+                    None,
+                    douts[j],
+                    &cc.xn1,
+                    &cc.attn_xa[j],
+                    &pd[lo.a],
+                    &pd[lo.b],
+                    None,
+                    s,
+                    n,
+                    c,
+                    r,
+                    outs[j],
+                );
             }
         }
-        rmsnorm_backward(&mut dx_in, g.one(li.attn_norm), &dxn1, &cc.x_in, &pd[li.attn_norm], &cc.rstd1, n, c);
+        rmsnorm_backward(
+            &mut dx_in,
+            g.one(li.attn_norm),
+            &dxn1,
+            &cc.x_in,
+            &pd[li.attn_norm],
+            &cc.rstd1,
+            n,
+            c,
+        );
         dx_in
     }
 }
@@ -869,7 +1436,10 @@ fn gather<T: Float>(x: &[T], rows: &[u32], width: usize) -> Vec<T> {
 fn scatter_add<T: Float>(x: &mut [T], src: &[T], rows: &[u32], width: usize) {
     for (i, &t) in rows.iter().enumerate() {
         let t = t as usize;
-        for (a, b) in x[t * width..(t + 1) * width].iter_mut().zip(&src[i * width..(i + 1) * width]) {
+        for (a, b) in x[t * width..(t + 1) * width]
+            .iter_mut()
+            .zip(&src[i * width..(i + 1) * width])
+        {
             *a += *b;
         }
     }
@@ -884,13 +1454,21 @@ pub(crate) mod tests {
 
     pub(crate) fn tiny_checkpoint() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        write_checkpoint(&InitSpec::new(Preset::Tiny, Architecture::Llama), dir.path()).unwrap();
+        write_checkpoint(
+            &InitSpec::new(Preset::Tiny, Architecture::Llama),
+            dir.path(),
+        )
+        .unwrap();
         dir
     }
 
     fn test_batch(vocab: usize) -> Batch {
         let mut rng = Rng::new(5);
-        let mut tok = |n: usize| (0..n).map(|_| rng.below(vocab as u64) as u32).collect::<Vec<_>>();
+        let mut tok = |n: usize| {
+            (0..n)
+                .map(|_| rng.below(vocab as u64) as u32)
+                .collect::<Vec<_>>()
+        };
         let (a, b) = (tok(7), tok(6));
         let la = [false, false, true, true, false, true, true];
         let lb = [true; 6];
@@ -900,24 +1478,47 @@ pub(crate) mod tests {
     #[test]
     fn base_forward_matches_the_inference_engine_when_adapters_are_zero() {
         let dir = tiny_checkpoint();
-        let model = TrainModel::<f32>::from_checkpoint(dir.path(), MoeConfig::default(), 1).unwrap();
-        let engine = Llama::load(dir.path(), CpuBackend::new(2).unwrap(), &LoadOptions { dtype: None, max_seq: Some(64) }).unwrap();
+        let model =
+            TrainModel::<f32>::from_checkpoint(dir.path(), MoeConfig::default(), 1).unwrap();
+        let engine = Llama::load(
+            dir.path(),
+            CpuBackend::new(2).unwrap(),
+            &LoadOptions {
+                dtype: None,
+                max_seq: Some(64),
+            },
+        )
+        .unwrap();
         let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % 500) as u32).collect();
         let batch = Batch::from_documents(&[(&tokens, &[true; 20], 255)]);
         let ours = model.logits(&batch).unwrap();
         let mut act = engine.new_activations(32, true).unwrap();
         let mut cache = engine.new_cache().unwrap();
         let mut theirs = Vec::new();
-        engine.forward(&mut act, &mut cache, &tokens, Logits::All, &mut theirs).unwrap();
-        let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        engine
+            .forward(&mut act, &mut cache, &tokens, Logits::All, &mut theirs)
+            .unwrap();
+        let max_diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         let max_abs = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(max_diff < 1e-4 * max_abs.max(1.0), "max |diff| {max_diff} (logits up to {max_abs})");
+        assert!(
+            max_diff < 1e-4 * max_abs.max(1.0),
+            "max |diff| {max_diff} (logits up to {max_abs})"
+        );
     }
 
     #[test]
     fn whole_tiny_model_gradient_matches_finite_differences() {
         let dir = tiny_checkpoint();
-        let moe = MoeConfig { z_coef: 0.1, domain_coef: 0.3, aux_coef: 0.5, ..MoeConfig::default() };
+        let moe = MoeConfig {
+            z_coef: 0.1,
+            domain_coef: 0.3,
+            aux_coef: 0.5,
+            ..MoeConfig::default()
+        };
         let m32 = TrainModel::<f32>::from_checkpoint(dir.path(), moe, 1).unwrap();
         let mut model = m32.convert::<f64>();
         model.train_base = true;
@@ -943,7 +1544,11 @@ pub(crate) mod tests {
                 // The two largest gradients and one random entry.
                 let mut order: Vec<usize> = (0..g.len()).collect();
                 order.sort_by(|&a, &b| g[b].abs().partial_cmp(&g[a].abs()).unwrap());
-                let mut picks = vec![order[0], order[1.min(g.len() - 1)], rng.below(g.len() as u64) as usize];
+                let mut picks = vec![
+                    order[0],
+                    order[1.min(g.len() - 1)],
+                    rng.below(g.len() as u64) as usize,
+                ];
                 if checkpointing {
                     picks.truncate(1);
                 }
@@ -957,12 +1562,26 @@ pub(crate) mod tests {
                     let numeric = (lp - lm) / (2.0 * eps);
                     let err = (numeric - g[j]).abs() / numeric.abs().max(1e-2);
                     if err > worst.0 {
-                        worst = (err, format!("{}[{j}]: analytic {:e}, numeric {numeric:e}", model.params.names[i], g[j]));
+                        worst = (
+                            err,
+                            format!(
+                                "{}[{j}]: analytic {:e}, numeric {numeric:e}",
+                                model.params.names[i], g[j]
+                            ),
+                        );
                     }
                 }
             }
-            eprintln!("checkpointing={checkpointing}: worst relative error {:e} at {}", worst.0, worst.1);
-            assert!(worst.0 < 1e-5, "checkpointing={checkpointing}: worst {}: {}", worst.0, worst.1);
+            eprintln!(
+                "checkpointing={checkpointing}: worst relative error {:e} at {}",
+                worst.0, worst.1
+            );
+            assert!(
+                worst.0 < 1e-5,
+                "checkpointing={checkpointing}: worst {}: {}",
+                worst.0,
+                worst.1
+            );
         }
     }
 
@@ -972,6 +1591,9 @@ pub(crate) mod tests {
             "intermediate_size":11008,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32}"#).unwrap();
         let (total, trainable) = parameter_counts(&cfg, &MoeConfig::default());
         let frac = trainable as f64 / total as f64;
-        assert!((0.01..=0.02).contains(&frac), "{trainable} / {total} = {frac}");
+        assert!(
+            (0.01..=0.02).contains(&frac),
+            "{trainable} / {total} = {frac}"
+        );
     }
 }

@@ -15,7 +15,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -30,7 +35,13 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(config: AdamWConfig, params: &Params<f32>, trainable: &[bool]) -> Self {
-        let zeros = |i: usize| if trainable[i] { vec![0f32; params.data[i].len()] } else { Vec::new() };
+        let zeros = |i: usize| {
+            if trainable[i] {
+                vec![0f32; params.data[i].len()]
+            } else {
+                Vec::new()
+            }
+        };
         Self {
             config,
             m: (0..params.len()).map(zeros).collect(),
@@ -44,7 +55,12 @@ impl AdamW {
     /// Hutter).
     pub fn step(&mut self, params: &mut Params<f32>, grads: &Params<f32>, lr: f64) {
         self.t += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
         let (b1, b2) = (beta1 as f32, beta2 as f32);
@@ -54,8 +70,17 @@ impl AdamW {
             if self.m[i].is_empty() {
                 continue;
             }
-            let decay = if params.shapes[i].len() >= 2 { (lr * weight_decay) as f32 } else { 0.0 };
-            let (p, g, m, v) = (&mut params.data[i], &grads.data[i], &mut self.m[i], &mut self.v[i]);
+            let decay = if params.shapes[i].len() >= 2 {
+                (lr * weight_decay) as f32
+            } else {
+                0.0
+            };
+            let (p, g, m, v) = (
+                &mut params.data[i],
+                &grads.data[i],
+                &mut self.m[i],
+                &mut self.v[i],
+            );
             for j in 0..p.len() {
                 m[j] = b1 * m[j] + (1.0 - b1) * g[j];
                 v[j] = b2 * v[j] + (1.0 - b2) * g[j] * g[j];
@@ -126,7 +151,14 @@ mod tests {
         let mut g = params.zeros_like();
         g.data[0] = vec![0.5, -2.0];
         g.data[1] = vec![3.0, 0.0];
-        let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.1, ..Default::default() }, &p, &[true, true]);
+        let mut opt = AdamW::new(
+            AdamWConfig {
+                weight_decay: 0.1,
+                ..Default::default()
+            },
+            &p,
+            &[true, true],
+        );
         opt.step(&mut p, &g, 0.01);
         // First Adam step: m̂/sqrt(v̂) = sign(g); decay only on the matrix.
         assert!((p.data[0][0] - (1.0 - 0.01 - 0.001)).abs() < 1e-6);
@@ -134,7 +166,13 @@ mod tests {
         assert!((p.data[1][0] - 0.99).abs() < 1e-6 && p.data[1][1] == 1.0);
         let norm = clip_grad_norm(&mut g, &[true, true], 1.0);
         assert!((norm - (0.25f64 + 4.0 + 9.0).sqrt()).abs() < 1e-6);
-        let after: f64 = g.data.iter().flatten().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let after: f64 = g
+            .data
+            .iter()
+            .flatten()
+            .map(|x| f64::from(*x).powi(2))
+            .sum::<f64>()
+            .sqrt();
         assert!((after - 1.0).abs() < 1e-6);
     }
 }

@@ -29,17 +29,56 @@ pub struct Profile {
 }
 
 pub const PROFILES: [Profile; 4] = [
-    Profile { name: "quality", seq_len: 4096, micro_batch: 1, accum: 16, checkpointing: false, attn_targets: &ATTN_TARGETS, eval_every: 50, eval_batches: 16, quality_rank: 3 },
-    Profile { name: "balanced", seq_len: 2048, micro_batch: 1, accum: 8, checkpointing: false, attn_targets: &ATTN_TARGETS, eval_every: 100, eval_batches: 8, quality_rank: 2 },
-    Profile { name: "memory-efficient", seq_len: 2048, micro_batch: 1, accum: 8, checkpointing: true, attn_targets: &ATTN_TARGETS, eval_every: 100, eval_batches: 8, quality_rank: 1 },
-    Profile { name: "fast", seq_len: 1024, micro_batch: 1, accum: 4, checkpointing: false, attn_targets: &["q_proj", "v_proj"], eval_every: 200, eval_batches: 4, quality_rank: 0 },
+    Profile {
+        name: "quality",
+        seq_len: 4096,
+        micro_batch: 1,
+        accum: 16,
+        checkpointing: false,
+        attn_targets: &ATTN_TARGETS,
+        eval_every: 50,
+        eval_batches: 16,
+        quality_rank: 3,
+    },
+    Profile {
+        name: "balanced",
+        seq_len: 2048,
+        micro_batch: 1,
+        accum: 8,
+        checkpointing: false,
+        attn_targets: &ATTN_TARGETS,
+        eval_every: 100,
+        eval_batches: 8,
+        quality_rank: 2,
+    },
+    Profile {
+        name: "memory-efficient",
+        seq_len: 2048,
+        micro_batch: 1,
+        accum: 8,
+        checkpointing: true,
+        attn_targets: &ATTN_TARGETS,
+        eval_every: 100,
+        eval_batches: 8,
+        quality_rank: 1,
+    },
+    Profile {
+        name: "fast",
+        seq_len: 1024,
+        micro_batch: 1,
+        accum: 4,
+        checkpointing: false,
+        attn_targets: &["q_proj", "v_proj"],
+        eval_every: 200,
+        eval_batches: 4,
+        quality_rank: 0,
+    },
 ];
 
 pub fn profile(name: &str) -> Result<&'static Profile> {
-    PROFILES
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| anyhow::anyhow!("unknown profile `{name}` (fast, balanced, quality, memory-efficient)"))
+    PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
+        anyhow::anyhow!("unknown profile `{name}` (fast, balanced, quality, memory-efficient)")
+    })
 }
 
 impl Profile {
@@ -76,7 +115,8 @@ pub struct Calibration {
 pub fn calibrate(cfg: &TrainConfig, micro_batches: usize) -> Result<Vec<Calibration>> {
     let ds = Dataset::open(&cfg.data)?;
     let mut out = Vec::new();
-    let max_pos = crate::checkpoint::ModelConfig::from_file(&cfg.model.join("config.json"))?.max_position_embeddings;
+    let max_pos = crate::checkpoint::ModelConfig::from_file(&cfg.model.join("config.json"))?
+        .max_position_embeddings;
     for p in &PROFILES {
         let c = p.apply(cfg, max_pos);
         let mut model = TrainModel::<f32>::from_checkpoint(&cfg.model, c.moe(), cfg.seed)?;
@@ -95,7 +135,12 @@ pub fn calibrate(cfg: &TrainConfig, micro_batches: usize) -> Result<Vec<Calibrat
             tokens += model.forward_backward(&b, &mut grads, 1.0)?.n_tokens;
         }
         let tok_s = tokens as f64 / t.elapsed().as_secs_f64().max(1e-9);
-        out.push(Calibration { profile: p, seq_len: c.seq_len, tokens_per_s: tok_s, peak_bytes: peak_rss() });
+        out.push(Calibration {
+            profile: p,
+            seq_len: c.seq_len,
+            tokens_per_s: tok_s,
+            peak_bytes: peak_rss(),
+        });
     }
     Ok(out)
 }
@@ -142,7 +187,13 @@ pub struct Plan {
 /// Projects each calibrated profile over the workload and picks the best
 /// (highest quality rank) whose time plus `margin` fits `window` and whose
 /// peak memory fits `memory_limit` (when given).
-pub fn plan(cal: &[Calibration], work: &Workload, window: Duration, margin: Duration, memory_limit: Option<u64>) -> Plan {
+pub fn plan(
+    cal: &[Calibration],
+    work: &Workload,
+    window: Duration,
+    margin: Duration,
+    memory_limit: Option<u64>,
+) -> Plan {
     let rows: Vec<PlanRow> = cal
         .iter()
         .map(|c| {
@@ -153,14 +204,22 @@ pub fn plan(cal: &[Calibration], work: &Workload, window: Duration, margin: Dura
             let p = c.profile;
             let steps = tokens / (c.seq_len * p.micro_batch * p.accum) as f64;
             let evals = (steps / p.eval_every as f64).floor() + 1.0;
-            let eval_tokens = (work.val_tokens as f64).min((p.eval_batches * c.seq_len * p.micro_batch) as f64);
+            let eval_tokens =
+                (work.val_tokens as f64).min((p.eval_batches * c.seq_len * p.micro_batch) as f64);
             let eval_s = evals * eval_tokens / (3.0 * c.tokens_per_s.max(1e-9));
             let total_s = train_s + eval_s;
             let fits_memory = match (memory_limit, c.peak_bytes) {
                 (Some(limit), Some(peak)) => peak <= limit,
                 _ => true,
             };
-            PlanRow { calibration: c.clone(), train_s, eval_s, total_s, fits: total_s + margin.as_secs_f64() <= window.as_secs_f64() && fits_memory, fits_memory }
+            PlanRow {
+                calibration: c.clone(),
+                train_s,
+                eval_s,
+                total_s,
+                fits: total_s + margin.as_secs_f64() <= window.as_secs_f64() && fits_memory,
+                fits_memory,
+            }
         })
         .collect();
     let chosen = rows
@@ -169,7 +228,12 @@ pub fn plan(cal: &[Calibration], work: &Workload, window: Duration, margin: Dura
         .filter(|(_, r)| r.fits)
         .max_by_key(|(_, r)| r.calibration.profile.quality_rank)
         .map(|(i, _)| i);
-    Plan { rows, window, margin, chosen }
+    Plan {
+        rows,
+        window,
+        margin,
+        chosen,
+    }
 }
 
 pub fn format_duration(s: f64) -> String {
@@ -181,14 +245,41 @@ pub fn format_duration(s: f64) -> String {
     }
 }
 
+/// A duration as `--window` accepts it (`14m3s`, `13h5m`), rounded up.
+fn duration_flag(s: f64) -> String {
+    let s = s.max(0.0).ceil() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, _) => format!("{h}h{}m", m + 1),
+    }
+}
+
 impl Plan {
     /// The plan table.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        writeln!(t, "{:<17} {:>7} {:>12} {:>5} {:<28} {:>9} {:>10} {:>10} {:>5}", "profile", "seq", "micro×accum", "ckpt", "lora targets", "tok/s", "peak mem", "projected", "fits").ok();
+        writeln!(
+            t,
+            "{:<17} {:>7} {:>12} {:>5} {:<28} {:>9} {:>10} {:>10} {:>5}",
+            "profile",
+            "seq",
+            "micro×accum",
+            "ckpt",
+            "lora targets",
+            "tok/s",
+            "peak mem",
+            "projected",
+            "fits"
+        )
+        .ok();
         for (i, r) in self.rows.iter().enumerate() {
             let p = r.calibration.profile;
-            let mem = r.calibration.peak_bytes.map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64)).unwrap_or_else(|| "?".into());
+            let mem = r
+                .calibration
+                .peak_bytes
+                .map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+                .unwrap_or_else(|| "?".into());
             writeln!(
                 t,
                 "{:<17} {:>7} {:>12} {:>5} {:<28} {:>9.0} {:>10} {:>10} {:>5}{}",
@@ -201,17 +292,32 @@ impl Plan {
                 mem,
                 format_duration(r.total_s),
                 if r.fits { "yes" } else { "no" },
-                if Some(i) == self.chosen { "  ← chosen" } else { "" },
+                if Some(i) == self.chosen {
+                    "  ← chosen"
+                } else {
+                    ""
+                },
             )
             .ok();
         }
-        writeln!(t, "window {} with a {} safety margin", format_duration(self.window.as_secs_f64()), format_duration(self.margin.as_secs_f64())).ok();
+        writeln!(
+            t,
+            "window {} with a {} safety margin",
+            format_duration(self.window.as_secs_f64()),
+            format_duration(self.margin.as_secs_f64())
+        )
+        .ok();
         t
     }
 
     /// Why nothing fits, and what would.
     pub fn explain_no_fit(&self, work: &Workload) -> String {
-        let Some(fastest) = self.rows.iter().filter(|r| r.fits_memory).min_by(|a, b| a.total_s.total_cmp(&b.total_s)) else {
+        let Some(fastest) = self
+            .rows
+            .iter()
+            .filter(|r| r.fits_memory)
+            .min_by(|a, b| a.total_s.total_cmp(&b.total_s))
+        else {
             return "no profile fits in memory on this machine".into();
         };
         let avail = self.window.as_secs_f64() - self.margin.as_secs_f64();
@@ -226,7 +332,7 @@ impl Plan {
             format_duration(self.window.as_secs_f64()),
             (epochs * 100.0).floor() / 100.0,
             fastest.calibration.profile.name,
-            format_duration(fastest.total_s + self.margin.as_secs_f64() + 60.0),
+            duration_flag(fastest.total_s + self.margin.as_secs_f64() + 60.0),
         )
     }
 }
@@ -234,7 +340,11 @@ impl Plan {
 /// Calibrates, plans and returns the chosen profile's configuration and
 /// the printed plan; an error explains a window nothing fits.
 pub fn plan_run(cfg: &TrainConfig, calib_batches: usize) -> Result<(TrainConfig, String)> {
-    let window = parse_duration(if cfg.window.is_empty() { "12h" } else { &cfg.window })?;
+    let window = parse_duration(if cfg.window.is_empty() {
+        "12h"
+    } else {
+        &cfg.window
+    })?;
     let margin = parse_duration(&cfg.margin)?;
     let ds = Dataset::open(&cfg.data)?;
     let work = Workload {
@@ -249,8 +359,17 @@ pub fn plan_run(cfg: &TrainConfig, calib_batches: usize) -> Result<(TrainConfig,
         bail!("{}\n{}", table, p.explain_no_fit(&work));
     };
     let model = crate::checkpoint::ModelConfig::from_file(&cfg.model.join("config.json"))?;
-    let chosen = p.rows[i].calibration.profile.apply(cfg, model.max_position_embeddings);
-    Ok((TrainConfig { window: window_string(window), ..chosen }, table))
+    let chosen = p.rows[i]
+        .calibration
+        .profile
+        .apply(cfg, model.max_position_embeddings);
+    Ok((
+        TrainConfig {
+            window: window_string(window),
+            ..chosen
+        },
+        table,
+    ))
 }
 
 fn window_string(d: Duration) -> String {
@@ -303,17 +422,31 @@ impl DeadlineMonitor {
 
     /// Before step `step`: lowers `total` and `eval_every` when the
     /// projection overruns; false when no further step fits.
-    pub fn plan(&mut self, step: usize, total: &mut usize, eval_every: &mut usize, ckpt_every: usize) -> bool {
+    pub fn plan(
+        &mut self,
+        step: usize,
+        total: &mut usize,
+        eval_every: &mut usize,
+        ckpt_every: usize,
+    ) -> bool {
         let now = Instant::now();
         let left = self.deadline.saturating_duration_since(now).as_secs_f64();
         // Pessimistic: the slower of the average and the latest step.
         let step_s = self.step_s.map_or(0.0, |e| e.max(self.last_step_s));
         // The end: a final evaluation and checkpoint, with room to spare.
         let final_s = 1.5 * (self.eval_s + self.ckpt_s) + 0.5;
-        let count = |every: usize, from: usize, to: usize| if every == 0 { 0 } else { to.saturating_sub(1) / every - from / every };
+        // Evaluations (or checkpoints) strictly between `from` and the last step.
+        let count = |every: usize, from: usize, to: usize| {
+            to.saturating_sub(1)
+                .checked_div(every)
+                .map_or(0, |n| n.saturating_sub(from / every))
+        };
         let need = |total: usize, eval_every: usize| {
             let steps = total.saturating_sub(step) as f64;
-            steps * step_s + count(eval_every, step, total) as f64 * self.eval_s + count(ckpt_every, step, total) as f64 * self.ckpt_s + final_s
+            steps * step_s
+                + count(eval_every, step, total) as f64 * self.eval_s
+                + count(ckpt_every, step, total) as f64 * self.ckpt_s
+                + final_s
         };
         if need(*total, *eval_every) <= left {
             return true;
@@ -326,7 +459,15 @@ impl DeadlineMonitor {
             }
             let every = if need(*total, every) > left { 0 } else { every };
             if every != *eval_every {
-                self.adjustments.push(format!("step {step}: evaluations every {} steps instead of {} to meet the deadline", if every == 0 { "∞".to_string() } else { every.to_string() }, eval_every));
+                self.adjustments.push(format!(
+                    "step {step}: evaluations every {} steps instead of {} to meet the deadline",
+                    if every == 0 {
+                        "∞".to_string()
+                    } else {
+                        every.to_string()
+                    },
+                    eval_every
+                ));
                 *eval_every = every;
             }
             if need(*total, *eval_every) <= left {
@@ -334,7 +475,12 @@ impl DeadlineMonitor {
             }
         }
         // Then fewer steps.
-        let per_step = step_s + if ckpt_every > 0 { self.ckpt_s / ckpt_every as f64 } else { 0.0 };
+        let per_step = step_s
+            + if ckpt_every > 0 {
+                self.ckpt_s / ckpt_every as f64
+            } else {
+                0.0
+            };
         let fit = ((left - final_s).max(0.0) / per_step.max(1e-9)).floor() as usize;
         let new_total = (step + fit).min(*total);
         if new_total != *total {
@@ -355,29 +501,55 @@ mod tests {
     use super::*;
 
     fn cal(name: &str, tok_s: f64) -> Calibration {
-        Calibration { profile: profile(name).unwrap(), seq_len: profile(name).unwrap().seq_len, tokens_per_s: tok_s, peak_bytes: Some(1 << 30) }
+        Calibration {
+            profile: profile(name).unwrap(),
+            seq_len: profile(name).unwrap().seq_len,
+            tokens_per_s: tok_s,
+            peak_bytes: Some(1 << 30),
+        }
     }
 
     #[test]
     fn planner_picks_the_best_profile_that_fits_or_says_what_would() {
-        let cals = vec![cal("quality", 1000.0), cal("balanced", 2000.0), cal("memory-efficient", 1500.0), cal("fast", 4000.0)];
-        let work = Workload { train_tokens: 50_000_000, val_tokens: 100_000, epochs: 1.0 };
+        let cals = vec![
+            cal("quality", 1000.0),
+            cal("balanced", 2000.0),
+            cal("memory-efficient", 1500.0),
+            cal("fast", 4000.0),
+        ];
+        let work = Workload {
+            train_tokens: 50_000_000,
+            val_tokens: 100_000,
+            epochs: 1.0,
+        };
         let h = |x: f64| Duration::from_secs_f64(x * 3600.0);
         // 50M tokens: quality 13.9 h, balanced 6.9 h, fast 3.5 h.
         let p = plan(&cals, &work, h(12.0), h(0.5), None);
-        assert_eq!(p.rows[p.chosen.unwrap()].calibration.profile.name, "balanced");
+        assert_eq!(
+            p.rows[p.chosen.unwrap()].calibration.profile.name,
+            "balanced"
+        );
         assert!(p.table().contains("← chosen"));
         let p = plan(&cals, &work, h(20.0), h(0.5), None);
-        assert_eq!(p.rows[p.chosen.unwrap()].calibration.profile.name, "quality");
+        assert_eq!(
+            p.rows[p.chosen.unwrap()].calibration.profile.name,
+            "quality"
+        );
         // A memory limit rules profiles out.
         let mut small = cals.clone();
         small[1].peak_bytes = Some(8 << 30);
         let p = plan(&small, &work, h(12.0), h(0.5), Some(4 << 30));
-        assert_eq!(p.rows[p.chosen.unwrap()].calibration.profile.name, "memory-efficient");
+        assert_eq!(
+            p.rows[p.chosen.unwrap()].calibration.profile.name,
+            "memory-efficient"
+        );
         let p = plan(&cals, &work, h(2.0), h(0.5), None);
         assert!(p.chosen.is_none());
         let why = p.explain_no_fit(&work);
-        assert!(why.contains("`fast`") && why.contains("--epochs 0.4") && why.contains("--window"), "{why}");
+        assert!(
+            why.contains("`fast`") && why.contains("--epochs 0.4") && why.contains("--window"),
+            "{why}"
+        );
     }
 
     #[test]

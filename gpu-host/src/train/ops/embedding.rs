@@ -14,7 +14,11 @@ pub fn embedding_forward<T: Float>(out: &mut [T], tokens: &[u32], wte: &[T], c: 
 
 /// `dwte[tokens[t], :] += dout[t, :]`, in token order (deterministic).
 pub fn embedding_backward<T: Float>(dwte: &mut [T], dout: &[T], tokens: &[u32], c: usize) {
-    assert_eq!(dout.len(), tokens.len() * c, "embedding: dout must be [n, c]");
+    assert_eq!(
+        dout.len(),
+        tokens.len() * c,
+        "embedding: dout must be [n, c]"
+    );
     for (d, &tok) in dout.chunks_exact(c).zip(tokens) {
         let t = tok as usize;
         for (w, g) in dwte[t * c..(t + 1) * c].iter_mut().zip(d) {
@@ -37,10 +41,18 @@ mod tests {
         let mut inputs = vec![randn(&mut rng, v * c, 1.0)];
         let mut dwte = vec![0.0; v * c];
         embedding_backward(&mut dwte, &r, &tokens, c);
-        check_gradients("embedding", &mut inputs, &[dwte], &["wte"], 100, 1e-7, |x| {
-            let mut out = vec![0.0; tokens.len() * c];
-            embedding_forward(&mut out, &tokens, &x[0], c);
-            project(&out, &r)
-        });
+        check_gradients(
+            "embedding",
+            &mut inputs,
+            &[dwte],
+            &["wte"],
+            100,
+            1e-7,
+            |x| {
+                let mut out = vec![0.0; tokens.len() * c];
+                embedding_forward(&mut out, &tokens, &x[0], c);
+                project(&out, &r)
+            },
+        );
     }
 }

@@ -1,15 +1,17 @@
 //! Row-major matrix products over [`Float`] slices, the three shapes that
-//! forward and backward passes need. Large products are split over rayon
-//! by blocks of output rows whose size depends only on the shapes (never on
-//! the thread count), so results are bit-identical from run to run.
+//! forward and backward passes need. A large product is split over the
+//! rayon threads into one block per thread, along output rows or output
+//! columns, whichever repeats less operand packing (each sgemm call packs
+//! the parts of A and B it reads). matrixmultiply's blocking along k is
+//! fixed by the kernel, so every output element is summed in the same
+//! order however the product is split: results are bit-identical from run
+//! to run and across thread counts.
 
 use crate::train::float::{Float, SendPtr};
 use rayon::prelude::*;
 
 /// Work (m·k·n multiply-adds) below which a product stays on one thread.
 const PAR_MIN_WORK: usize = 1 << 18;
-/// Output rows per parallel block (before rounding to the shape).
-const ROW_BLOCK: usize = 64;
 
 /// Which operand is transposed: `out[m, n] = op(a) · op(b)`.
 #[derive(Clone, Copy)]
@@ -38,7 +40,16 @@ pub fn mm_atb<T: Float>(out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mm<T: Float>(layout: Layout, out: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, beta: T) {
+fn mm<T: Float>(
+    layout: Layout,
+    out: &mut [T],
+    a: &[T],
+    b: &[T],
+    m: usize,
+    k: usize,
+    n: usize,
+    beta: T,
+) {
     assert_eq!(out.len(), m * n, "gemm: out must be [m, n]");
     assert_eq!(a.len(), m * k, "gemm: a has the wrong size");
     assert_eq!(b.len(), k * n, "gemm: b has the wrong size");
@@ -60,37 +71,63 @@ fn mm<T: Float>(layout: Layout, out: &mut [T], a: &[T], b: &[T], m: usize, k: us
         Layout::ABt => (1, k as isize),
         Layout::AB | Layout::AtB => (n as isize, 1),
     };
-    let block = if m * k * n < PAR_MIN_WORK { m } else { ROW_BLOCK.min(m) };
+    let threads = rayon::current_num_threads().max(1);
+    let parts = if m * k * n < PAR_MIN_WORK { 1 } else { threads };
+    // Splitting rows repacks B (k·n) per block; splitting columns repacks A (m·k).
+    let by_rows = n <= m;
+    let len = if by_rows { m } else { n };
+    let block = len.div_ceil(parts).next_multiple_of(16).min(len).max(1);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let a_ptr = SendPtr(a.as_ptr() as *mut T);
-    let run = |r0: usize| {
-        let rows = block.min(m - r0);
-        // SAFETY: block r0 reads rows r0.. of a's view and writes rows
-        // r0..r0+rows of out, disjoint from every other block; sizes were
-        // checked above.
+    let b_ptr = SendPtr(b.as_ptr() as *mut T);
+    let run = |start: usize| {
+        let size = block.min(len - start);
+        // SAFETY: each block writes its own rows (or columns) of out and
+        // reads inside a and b; sizes were checked above.
         unsafe {
-            T::gemm(
-                rows,
-                k,
-                n,
-                T::ONE,
-                a_ptr.get().offset(r0 as isize * rsa),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                beta,
-                out_ptr.get().add(r0 * n),
-                n as isize,
-                1,
-            )
+            if by_rows {
+                T::gemm(
+                    size,
+                    k,
+                    n,
+                    T::ONE,
+                    a_ptr.get().offset(start as isize * rsa),
+                    rsa,
+                    csa,
+                    b_ptr.get(),
+                    rsb,
+                    csb,
+                    beta,
+                    out_ptr.get().add(start * n),
+                    n as isize,
+                    1,
+                )
+            } else {
+                T::gemm(
+                    m,
+                    k,
+                    size,
+                    T::ONE,
+                    a_ptr.get(),
+                    rsa,
+                    csa,
+                    b_ptr.get().offset(start as isize * csb),
+                    rsb,
+                    csb,
+                    beta,
+                    out_ptr.get().add(start),
+                    n as isize,
+                    1,
+                )
+            }
         }
     };
-    if block == m {
+    if block >= len {
         run(0);
     } else {
-        (0..m.div_ceil(block)).into_par_iter().for_each(|bi| run(bi * block));
+        (0..len.div_ceil(block))
+            .into_par_iter()
+            .for_each(|bi| run(bi * block));
     }
 }
 
@@ -121,7 +158,7 @@ mod tests {
     #[test]
     fn all_layouts_match_a_naive_product_small_and_parallel() {
         let mut rng = crate::rng::Rng::new(3);
-        for &(m, k, n) in &[(3usize, 5usize, 4usize), (200, 70, 90)] {
+        for &(m, k, n) in &[(3usize, 5usize, 4usize), (200, 70, 90), (90, 70, 200)] {
             let a: Vec<f64> = (0..m * k).map(|_| rng.next_normal()).collect();
             let b: Vec<f64> = (0..k * n).map(|_| rng.next_normal()).collect();
             for layout in [Layout::ABt, Layout::AB, Layout::AtB] {

@@ -33,7 +33,9 @@ pub fn check_gradients(
         let positions: Vec<usize> = if len <= max_checks {
             (0..len).collect()
         } else {
-            (0..max_checks).map(|_| rng.below(len as u64) as usize).collect()
+            (0..max_checks)
+                .map(|_| rng.below(len as u64) as usize)
+                .collect()
         };
         for j in positions {
             let orig = inputs[i][j];

@@ -51,7 +51,11 @@ pub fn lora_backward<T: Float>(
     let mut u = vec![T::ZERO; m * r];
     mm_ab(&mut u, dout, b, m, oc, r, T::ZERO);
     if let Some(dgate) = dgate {
-        for ((dg, u), xa) in dgate.iter_mut().zip(u.chunks_exact(r)).zip(xa.chunks_exact(r)) {
+        for ((dg, u), xa) in dgate
+            .iter_mut()
+            .zip(u.chunks_exact(r))
+            .zip(xa.chunks_exact(r))
+        {
             let d: T = u.iter().zip(xa).map(|(u, x)| *u * *x).sum();
             *dg += scale * d;
         }
@@ -97,18 +101,56 @@ mod tests {
         ];
         let fwd = |x: &[Vec<f64>]| {
             let (mut out, mut xa) = (vec![0.0; m * oc], vec![0.0; m * r]);
-            lora_forward(&mut out, &mut xa, &x[0], &x[1], &x[2], Some(&x[3]), 2.0, m, c, r, oc);
+            lora_forward(
+                &mut out,
+                &mut xa,
+                &x[0],
+                &x[1],
+                &x[2],
+                Some(&x[3]),
+                2.0,
+                m,
+                c,
+                r,
+                oc,
+            );
             (out, xa)
         };
         let (_, xa) = fwd(&inputs);
-        let mut g = vec![vec![0.0; m * c], vec![0.0; r * c], vec![0.0; oc * r], vec![0.0; m]];
-        let [dx, da, db, dg] = &mut g[..] else { unreachable!() };
+        let mut g = vec![
+            vec![0.0; m * c],
+            vec![0.0; r * c],
+            vec![0.0; oc * r],
+            vec![0.0; m],
+        ];
+        let [dx, da, db, dg] = &mut g[..] else {
+            unreachable!()
+        };
         lora_backward(
-            dx, Some(da), Some(db), Some(dg), &rr, &inputs[0], &xa, &inputs[1], &inputs[2],
-            Some(&inputs[3]), 2.0, m, c, r, oc,
+            dx,
+            Some(da),
+            Some(db),
+            Some(dg),
+            &rr,
+            &inputs[0],
+            &xa,
+            &inputs[1],
+            &inputs[2],
+            Some(&inputs[3]),
+            2.0,
+            m,
+            c,
+            r,
+            oc,
         );
-        check_gradients("lora", &mut inputs, &g, &["inp", "a", "b", "gate"], 100, 1e-7, |x| {
-            project(&fwd(x).0, &rr)
-        });
+        check_gradients(
+            "lora",
+            &mut inputs,
+            &g,
+            &["inp", "a", "b", "gate"],
+            100,
+            1e-7,
+            |x| project(&fwd(x).0, &rr),
+        );
     }
 }

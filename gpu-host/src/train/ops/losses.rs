@@ -23,13 +23,23 @@ pub fn cross_entropy_forward<T: Float>(losses: &mut [T], logits: &[T], targets: 
         .zip(logits.par_chunks(v))
         .zip(targets.par_iter())
         .for_each(|((loss, l), &t)| {
-            *loss = if t == IGNORE { T::ZERO } else { logsumexp(l) - l[t as usize] };
+            *loss = if t == IGNORE {
+                T::ZERO
+            } else {
+                logsumexp(l) - l[t as usize]
+            };
         });
 }
 
 /// `dlogits[t] = dloss · (softmax(logits[t]) − onehot(targets[t]))`,
 /// zero for ignored rows (overwritten).
-pub fn cross_entropy_backward<T: Float>(dlogits: &mut [T], logits: &[T], targets: &[u32], dloss: T, v: usize) {
+pub fn cross_entropy_backward<T: Float>(
+    dlogits: &mut [T],
+    logits: &[T],
+    targets: &[u32],
+    dloss: T,
+    v: usize,
+) {
     dlogits
         .par_chunks_mut(v)
         .zip(logits.par_chunks(v))
@@ -50,7 +60,12 @@ pub fn cross_entropy_backward<T: Float>(dlogits: &mut [T], logits: &[T], targets
 /// Switch-style load balance `E · Σ_e f_e · P_e`: `f_e` the fraction of
 /// routed slots that went to expert `e` (a constant for the gradient),
 /// `P_e` its mean router probability. Returns the loss and `f`.
-pub fn load_balance_forward<T: Float>(probs: &[T], topk_idx: &[u32], n: usize, e: usize) -> (f64, Vec<f64>) {
+pub fn load_balance_forward<T: Float>(
+    probs: &[T],
+    topk_idx: &[u32],
+    n: usize,
+    e: usize,
+) -> (f64, Vec<f64>) {
     let mut f = vec![0.0; e];
     for &j in topk_idx {
         f[j as usize] += 1.0;
@@ -63,7 +78,11 @@ pub fn load_balance_forward<T: Float>(probs: &[T], topk_idx: &[u32], n: usize, e
             *p += x.to_f64();
         }
     }
-    let loss = e as f64 * f.iter().zip(&p).map(|(f, p)| f * p / n.max(1) as f64).sum::<f64>();
+    let loss = e as f64
+        * f.iter()
+            .zip(&p)
+            .map(|(f, p)| f * p / n.max(1) as f64)
+            .sum::<f64>();
     (loss, f)
 }
 
@@ -78,11 +97,21 @@ pub fn load_balance_backward<T: Float>(dprobs: &mut [T], f: &[f64], coef: f64, n
 
 /// Router z-loss: `mean_t logsumexp(logits[t])²`.
 pub fn router_z_loss_forward<T: Float>(logits: &[T], n: usize, e: usize) -> f64 {
-    logits.chunks_exact(e).map(|l| logsumexp(l).to_f64().powi(2)).sum::<f64>() / n.max(1) as f64
+    logits
+        .chunks_exact(e)
+        .map(|l| logsumexp(l).to_f64().powi(2))
+        .sum::<f64>()
+        / n.max(1) as f64
 }
 
 /// `dlogits[t] += coef · 2 · lse_t · softmax(logits[t]) / n`.
-pub fn router_z_loss_backward<T: Float>(dlogits: &mut [T], logits: &[T], coef: f64, n: usize, e: usize) {
+pub fn router_z_loss_backward<T: Float>(
+    dlogits: &mut [T],
+    logits: &[T],
+    coef: f64,
+    n: usize,
+    e: usize,
+) {
     let mut p = vec![T::ZERO; e];
     for (d, l) in dlogits.chunks_exact_mut(e).zip(logits.chunks_exact(e)) {
         let lse = logsumexp(l);
@@ -96,7 +125,11 @@ pub fn router_z_loss_backward<T: Float>(dlogits: &mut [T], logits: &[T], coef: f
 
 /// Domain-supervised routing: `mean −log probs[t, domains[t]]` over rows
 /// with a domain (`domains[t] < E`). Returns the loss and the row count.
-pub fn domain_routing_loss_forward<T: Float>(probs: &[T], domains: &[u8], e: usize) -> (f64, usize) {
+pub fn domain_routing_loss_forward<T: Float>(
+    probs: &[T],
+    domains: &[u8],
+    e: usize,
+) -> (f64, usize) {
     let mut sum = 0.0;
     let mut count = 0;
     for (p, &d) in probs.chunks_exact(e).zip(domains) {
@@ -109,12 +142,23 @@ pub fn domain_routing_loss_forward<T: Float>(probs: &[T], domains: &[u8], e: usi
 }
 
 /// `dlogits[t] += coef · (probs[t] − onehot(domains[t])) / count`.
-pub fn domain_routing_loss_backward<T: Float>(dlogits: &mut [T], probs: &[T], domains: &[u8], coef: f64, count: usize, e: usize) {
+pub fn domain_routing_loss_backward<T: Float>(
+    dlogits: &mut [T],
+    probs: &[T],
+    domains: &[u8],
+    coef: f64,
+    count: usize,
+    e: usize,
+) {
     if count == 0 {
         return;
     }
     let s = T::from_f64(coef / count as f64);
-    for ((dl, p), &d) in dlogits.chunks_exact_mut(e).zip(probs.chunks_exact(e)).zip(domains) {
+    for ((dl, p), &d) in dlogits
+        .chunks_exact_mut(e)
+        .zip(probs.chunks_exact(e))
+        .zip(domains)
+    {
         if (d as usize) < e {
             for (j, (dl, p)) in dl.iter_mut().zip(p).enumerate() {
                 let onehot = if j == d as usize { T::ONE } else { T::ZERO };
@@ -139,11 +183,19 @@ mod tests {
         let count = 3.0;
         let mut d = vec![0.0; n * v];
         cross_entropy_backward(&mut d, &inputs[0], &targets, 1.0 / count, v);
-        check_gradients("cross_entropy", &mut inputs, &[d], &["logits"], 100, 1e-7, |x| {
-            let mut losses = vec![0.0; n];
-            cross_entropy_forward(&mut losses, &x[0], &targets, v);
-            losses.iter().sum::<f64>() / count
-        });
+        check_gradients(
+            "cross_entropy",
+            &mut inputs,
+            &[d],
+            &["logits"],
+            100,
+            1e-7,
+            |x| {
+                let mut losses = vec![0.0; n];
+                cross_entropy_forward(&mut losses, &x[0], &targets, v);
+                losses.iter().sum::<f64>() / count
+            },
+        );
     }
 
     #[test]
@@ -168,10 +220,28 @@ mod tests {
         let mut dprobs = vec![0.0; n * e];
         load_balance_backward(&mut dprobs, &f, c_lb, n, e);
         let mut dl = vec![0.0; n * e];
-        router_backward(&mut dl, &vec![0.0; n * k], Some(&dprobs), &p, &idx, &w, n, e, k);
+        router_backward(
+            &mut dl,
+            &vec![0.0; n * k],
+            Some(&dprobs),
+            &p,
+            &idx,
+            &w,
+            n,
+            e,
+            k,
+        );
         router_z_loss_backward(&mut dl, &logits, c_z, n, e);
         let (_, count) = domain_routing_loss_forward(&p, &domains, e);
         domain_routing_loss_backward(&mut dl, &p, &domains, c_d, count, e);
-        check_gradients("aux losses", &mut inputs, &[dl], &["router logits"], 100, 1e-7, total);
+        check_gradients(
+            "aux losses",
+            &mut inputs,
+            &[dl],
+            &["router logits"],
+            100,
+            1e-7,
+            total,
+        );
     }
 }

@@ -5,7 +5,14 @@
 use super::gemm::{mm_ab, mm_abt, mm_atb};
 use crate::train::float::Float;
 
-pub fn matmul_forward<T: Float>(out: &mut [T], inp: &[T], weight: &[T], n: usize, c: usize, oc: usize) {
+pub fn matmul_forward<T: Float>(
+    out: &mut [T],
+    inp: &[T],
+    weight: &[T],
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
     mm_abt(out, inp, weight, n, c, oc, T::ZERO);
 }
 
@@ -42,11 +49,28 @@ mod tests {
         let r = randn(&mut rng, n * oc, 1.0);
         let mut inputs = vec![randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0)];
         let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; oc * c]);
-        matmul_backward(Some(&mut dx), Some(&mut dw), &r, &inputs[0], &inputs[1], n, c, oc);
-        check_gradients("matmul", &mut inputs, &[dx, dw], &["inp", "weight"], 100, 1e-7, |x| {
-            let mut out = vec![0.0; n * oc];
-            matmul_forward(&mut out, &x[0], &x[1], n, c, oc);
-            project(&out, &r)
-        });
+        matmul_backward(
+            Some(&mut dx),
+            Some(&mut dw),
+            &r,
+            &inputs[0],
+            &inputs[1],
+            n,
+            c,
+            oc,
+        );
+        check_gradients(
+            "matmul",
+            &mut inputs,
+            &[dx, dw],
+            &["inp", "weight"],
+            100,
+            1e-7,
+            |x| {
+                let mut out = vec![0.0; n * oc];
+                matmul_forward(&mut out, &x[0], &x[1], n, c, oc);
+                project(&out, &r)
+            },
+        );
     }
 }

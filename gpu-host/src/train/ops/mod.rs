@@ -8,8 +8,8 @@
 pub mod attention;
 pub mod embedding;
 pub mod gemm;
-pub mod losses;
 pub mod lora;
+pub mod losses;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;

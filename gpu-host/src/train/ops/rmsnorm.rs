@@ -86,9 +86,24 @@ mod tests {
         };
         let (_, rstd) = fwd(&inputs);
         let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
-        rmsnorm_backward(&mut dx, Some(&mut dw), &r, &inputs[0], &inputs[1], &rstd, n, c);
-        check_gradients("rmsnorm", &mut inputs, &[dx, dw], &["inp", "weight"], 100, 1e-7, |x| {
-            project(&fwd(x).0, &r)
-        });
+        rmsnorm_backward(
+            &mut dx,
+            Some(&mut dw),
+            &r,
+            &inputs[0],
+            &inputs[1],
+            &rstd,
+            n,
+            c,
+        );
+        check_gradients(
+            "rmsnorm",
+            &mut inputs,
+            &[dx, dw],
+            &["inp", "weight"],
+            100,
+            1e-7,
+            |x| project(&fwd(x).0, &r),
+        );
     }
 }

@@ -41,13 +41,23 @@ fn rotate<T: Float>(
     inverse: bool,
 ) {
     let half = head_dim / 2;
-    assert_eq!(x.len(), positions.len() * n_heads * head_dim, "rope: x must be [n, n_heads, head_dim]");
+    assert_eq!(
+        x.len(),
+        positions.len() * n_heads * head_dim,
+        "rope: x must be [n, n_heads, head_dim]"
+    );
     x.par_chunks_mut(n_heads * head_dim)
         .zip(positions.par_iter())
         .for_each(|(row, &p)| {
             let p = p as usize;
-            assert!((p + 1) * half <= cos.len(), "rope: position {p} is past the table");
-            let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+            assert!(
+                (p + 1) * half <= cos.len(),
+                "rope: position {p} is past the table"
+            );
+            let (c, s) = (
+                &cos[p * half..(p + 1) * half],
+                &sin[p * half..(p + 1) * half],
+            );
             for head in row.chunks_exact_mut(head_dim) {
                 let (lo, hi) = head.split_at_mut(half);
                 for i in 0..half {

@@ -116,7 +116,10 @@ mod tests {
             (p, idx, w)
         };
         let (p, idx, w) = fwd(&inputs);
-        assert!(w.chunks(2).all(|w| (w[0] + w[1] - 1.0).abs() < 1e-12 && w[0] >= w[1]));
+        assert!(
+            w.chunks(2)
+                .all(|w| (w[0] + w[1] - 1.0).abs() < 1e-12 && w[0] >= w[1])
+        );
         let mut dl = vec![0.0; n * e];
         router_backward(&mut dl, &rw, Some(&rp), &p, &idx, &w, n, e, k);
         check_gradients("router", &mut inputs, &[dl], &["logits"], 100, 1e-7, |x| {
