@@ -22,8 +22,9 @@ pub struct UpArgs {
     /// Address the gpu-host (inference) listens on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     gpu_listen: String,
-    /// Checkpoint the gpu-host serves (default: a generated model under
-    /// `<data-dir>/models/`, written on first start).
+    /// Checkpoint the gpu-host serves (default: the demo model under
+    /// `<data-dir>/models/demo`, pretrained and given its MoE-LoRA adapter
+    /// on first start, which takes a few minutes).
     #[arg(long)]
     model: Option<PathBuf>,
 }
@@ -81,14 +82,16 @@ pub fn run(root: &Path, args: UpArgs) -> Result<()> {
     result
 }
 
-/// The model served when none is given: generated once into the data dir.
+/// The model served when none is given: the demo model (a small base
+/// pretrained on the synthetic therapy corpus plus its MoE-LoRA adapter),
+/// generated once into the data dir.
 fn default_model(gpu_host: &Path, data_dir: &Path) -> Result<PathBuf> {
-    let dir = data_dir.join("models/tiny");
-    if !dir.join("config.json").is_file() {
-        println!("xtask: writing the default model to {}", dir.display());
+    let dir = data_dir.join("models/demo");
+    if !dir.join("demo.json").is_file() {
+        println!("xtask: training the demo model into {} (first start only; a few minutes)", dir.display());
         crate::run(
             std::process::Command::new(gpu_host)
-                .args(["init-model", "--preset", "tiny", "--out"])
+                .args(["init-model", "--preset", "demo", "--out"])
                 .arg(&dir),
         )?;
     }
@@ -104,19 +107,27 @@ struct GpuHost {
 impl GpuHost {
     fn start(bin: &Path, model: &Path, listen: &str, token_file: &Path) -> Result<GpuHost> {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(bin)
-            .arg("serve")
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("serve")
             .arg("--model")
             .arg(model)
             .args(["--listen", listen, "--auth-token-file"])
-            .arg(token_file)
+            .arg(token_file);
+        // The demo model's MoE-LoRA adapter is served as model `therapy`.
+        if model.join("adapter/adapter_config.json").is_file() {
+            cmd.arg("--adapter").arg(format!("therapy={}", model.join("adapter").display()));
+        }
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let stdout = child.stdout.take().expect("piped");
-        for line in std::io::BufReader::new(stdout).lines() {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        while let Some(line) = lines.next() {
             let line = line?;
             if let Some(url) = line.trim().strip_prefix("gpu-host listening on ") {
+                // Keep reading its stdout, so that it never writes into a closed pipe.
+                std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| println!("gpu-host: {l}")));
                 return Ok(GpuHost { child, url: url.to_string() });
             }
         }
