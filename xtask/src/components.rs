@@ -20,7 +20,7 @@ struct Package {
 /// Package names of all component crates, sorted for a stable build order.
 pub fn component_packages(root: &Path) -> Result<Vec<String>> {
     // Test components live under tests/; product components under components/.
-    let mut dirs: Vec<PathBuf> = ["tests/conformance", "tests/greeter", "tests/dependent"]
+    let mut dirs: Vec<PathBuf> = ["tests/conformance", "tests/greeter", "tests/dependent", "tests/safety-probe"]
         .iter()
         .map(|d| root.join(d))
         .collect();
