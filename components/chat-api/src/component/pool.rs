@@ -1,0 +1,185 @@
+//! The gpu-host pool over HTTP: picks a host (least outstanding requests
+//! among the healthy, `crate::pool::order`), sends the chat request, and on
+//! a connection failure or timeout before any byte came back marks that
+//! host down for a while and tries the next one. Hosts whose down mark has
+//! expired must answer `GET /health` before they get traffic again.
+//!
+//! Cross-request state is in the key-value store (`chat-pool/...`), since
+//! concurrent requests run in separate instances. Its updates are
+//! read-modify-write without a lock: counts may drift by a request under
+//! contention, which only perturbs the load balance, never correctness.
+//!
+//! This is a module of the api component rather than a separate component
+//! behind a WIT interface (time); its public surface (`Pool::send_chat`,
+//! `Pool::release`) is the seam such an interface would take.
+
+use crate::pool::{HostState, order};
+use bytes::Bytes;
+use edge_common::ApiError;
+use futures::future::{Either, select};
+use spin_sdk::http::{FullBody, Response};
+use spin_sdk::key_value::Store;
+
+/// How long a host that failed stays out of rotation.
+const DOWN_MS: u64 = 5_000;
+const HEALTH_TIMEOUT_MS: u64 = 1_000;
+
+pub struct Pool {
+    pub hosts: Vec<String>,
+    token: String,
+    kv: Store,
+    /// Time allowed until a host answers with response headers.
+    connect_timeout_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `f`, or `None` when `ms` pass first.
+pub async fn with_timeout<F: std::future::Future>(ms: u64, f: F) -> Option<F::Output> {
+    let timer = spin_sdk::wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000));
+    futures::pin_mut!(f);
+    futures::pin_mut!(timer);
+    match select(f, timer).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
+
+/// A chosen host's answer: the caller must `release` it when the body is done.
+pub struct Upstream {
+    /// `None` for a failing host's error answer passed on as is.
+    pub host: Option<usize>,
+    pub response: Response,
+}
+
+impl Pool {
+    pub async fn new(hosts: Vec<String>, token: String, connect_timeout_ms: u64) -> Result<Pool, ApiError> {
+        let kv = Store::open("default").await.map_err(|_| ApiError::internal("opening the key-value store"))?;
+        Ok(Pool { hosts, token, kv, connect_timeout_ms })
+    }
+
+    fn key(&self, i: usize, what: &str) -> String {
+        format!("chat-pool/{}/{what}", self.hosts[i])
+    }
+
+    async fn get_num(&self, key: &str) -> i64 {
+        match self.kv.get(key).await {
+            Ok(Some(v)) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    async fn set_num(&self, key: &str, v: i64) {
+        let _ = self.kv.set(key, v.to_string().as_bytes()).await;
+    }
+
+    async fn state(&self, i: usize) -> HostState {
+        HostState {
+            outstanding: self.get_num(&self.key(i, "outstanding")).await,
+            down_until_ms: self.get_num(&self.key(i, "down_until")).await.max(0) as u64,
+        }
+    }
+
+    async fn add_outstanding(&self, i: usize, delta: i64) {
+        let k = self.key(i, "outstanding");
+        let v = (self.get_num(&k).await + delta).max(0);
+        self.set_num(&k, v).await;
+    }
+
+    async fn mark_down(&self, i: usize) {
+        self.set_num(&self.key(i, "down_until"), (now_ms() + DOWN_MS) as i64).await;
+    }
+
+    /// Marks `i` down after it failed mid-answer.
+    pub async fn mark_down_pub(&self, i: usize) {
+        self.mark_down(i).await;
+    }
+
+    async fn mark_up(&self, i: usize) {
+        let _ = self.kv.delete(&self.key(i, "down_until")).await;
+    }
+
+    /// The body of the request is done: one fewer outstanding on `host`.
+    pub async fn release(&self, host: Option<usize>) {
+        if let Some(i) = host {
+            self.add_outstanding(i, -1).await;
+        }
+    }
+
+    async fn healthy(&self, i: usize) -> bool {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(format!("{}/health", self.hosts[i]))
+            .body(spin_sdk::http::EmptyBody::new())
+            .expect("valid request");
+        matches!(with_timeout(HEALTH_TIMEOUT_MS, spin_sdk::http::send(req)).await, Some(Ok(r)) if r.status().is_success())
+    }
+
+    /// Sends `POST /v1/chat/completions` with `body` to the best host,
+    /// failing over before any byte of a reply was received.
+    pub async fn send_chat(&self, body: &[u8]) -> Result<Upstream, ApiError> {
+        if self.hosts.is_empty() {
+            return Err(ApiError::unavailable("no gpu-host is configured (variable gpu_hosts)"));
+        }
+        let mut states = Vec::with_capacity(self.hosts.len());
+        for i in 0..self.hosts.len() {
+            states.push(self.state(i).await);
+        }
+        let mut rot = [0u8; 1];
+        let _ = getrandom::fill(&mut rot);
+        let candidates = order(&states, now_ms(), rot[0] as usize);
+        let mut last_busy: Option<Upstream> = None;
+        for c in candidates {
+            if c.probe {
+                if !self.healthy(c.index).await {
+                    self.mark_down(c.index).await;
+                    continue;
+                }
+                self.mark_up(c.index).await;
+            }
+            self.add_outstanding(c.index, 1).await;
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(format!("{}/v1/chat/completions", self.hosts[c.index]))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {}", self.token))
+                .body(FullBody::new(Bytes::copy_from_slice(body)))
+                .map_err(|_| ApiError::internal("building the upstream request"))?;
+            match with_timeout(self.connect_timeout_ms, spin_sdk::http::send(req)).await {
+                Some(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    // Overloaded or failing host: another may serve it (no
+                    // token was streamed yet). 4xx are the request's fault.
+                    if matches!(status, 502..=504) {
+                        self.add_outstanding(c.index, -1).await;
+                        last_busy = Some(Upstream { host: None, response });
+                        continue;
+                    }
+                    return Ok(Upstream { host: Some(c.index), response });
+                }
+                Some(Err(e)) => {
+                    eprintln!("chat-api: gpu-host {} failed: {e:?}; trying another", self.hosts[c.index]);
+                    self.add_outstanding(c.index, -1).await;
+                    self.mark_down(c.index).await;
+                }
+                None => {
+                    eprintln!("chat-api: gpu-host {} timed out; trying another", self.hosts[c.index]);
+                    self.add_outstanding(c.index, -1).await;
+                    self.mark_down(c.index).await;
+                }
+            }
+        }
+        if let Some(busy) = last_busy {
+            return Ok(busy);
+        }
+        Err(ApiError::unavailable(format!(
+            "no healthy gpu-host is available ({} configured); retry shortly",
+            self.hosts.len()
+        )))
+    }
+}
