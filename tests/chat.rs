@@ -60,7 +60,7 @@ fn write_manifest(app: &AppDir) -> Result<()> {
 struct Stack {
     edge: EdgeHost,
     gpus: Vec<GpuHost>,
-    _app: AppDir,
+    app: AppDir,
     _token_dir: tempfile::TempDir,
 }
 
@@ -83,7 +83,7 @@ fn start(extra_env: &[(&str, &str)]) -> Result<Stack> {
         cmd.env(k, v);
     }
     let edge = cmd.spawn()?;
-    Ok(Stack { edge, gpus, _app: app, _token_dir: token_dir })
+    Ok(Stack { edge, gpus, app, _token_dir: token_dir })
 }
 
 struct Resp {
@@ -334,10 +334,18 @@ fn a_gpu_host_dies_and_no_chat_fails() -> Result<()> {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         })
     };
-    for (status, text) in run_batch(4, "warm") {
-        assert_eq!(status, 200, "{text}");
+    // Least outstanding requests (ties at random) spreads a concurrent
+    // batch over both hosts; a few batches make that certain.
+    let mut served_before = vec![0.0; 2];
+    for _ in 0..5 {
+        for (status, text) in run_batch(4, "warm") {
+            assert_eq!(status, 200, "{text}");
+        }
+        served_before = s.gpus.iter().map(|g| g.metric(CHAT_200).unwrap_or(0.0)).collect();
+        if served_before.iter().all(|&n| n >= 1.0) {
+            break;
+        }
     }
-    let served_before: Vec<f64> = s.gpus.iter().map(|g| g.metric(CHAT_200).unwrap_or(0.0)).collect();
     println!("served per host before the kill: {served_before:?}");
     assert!(served_before.iter().all(|&n| n >= 1.0), "both hosts got traffic: {served_before:?}");
 
@@ -374,3 +382,29 @@ fn a_gpu_host_dies_and_no_chat_fails() -> Result<()> {
     Ok(())
 }
 
+
+#[test]
+fn cache_entries_expire_and_are_not_stored_in_the_clear() -> Result<()> {
+    let s = start(&[("SPIN_VARIABLE_CACHE_TTL_SECONDS", "1")])?;
+    let det = chat_body("What could help me sleep better?", json!({"seed": 7, "max_tokens": 16}));
+    let before = s.gpu_chats();
+    let miss = s.chat(ADMIN_KEY, &det);
+    assert_eq!((miss.status, miss.header("x-cache")), (200, "miss"), "{}", miss.text);
+    let hit = s.chat(ADMIN_KEY, &det);
+    assert_eq!((hit.status, hit.header("x-cache")), (200, "hit"), "{}", hit.text);
+    assert_eq!(hit.body, miss.body);
+    // The cached reply is sealed: its text is nowhere in the data dir's files.
+    let reply = miss.content();
+    assert!(reply.len() >= 8, "a reply long enough to search for: {reply:?}");
+    for entry in std::fs::read_dir(&s.app.data_dir)? {
+        let bytes = std::fs::read(entry?.path())?;
+        assert!(!String::from_utf8_lossy(&bytes).contains(&reply), "a cached reply in the clear");
+        assert!(!String::from_utf8_lossy(&bytes).contains("sleep better"), "request text stored");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    let again = s.chat(ADMIN_KEY, &det);
+    assert_eq!((again.status, again.header("x-cache")), (200, "miss"), "expired after the TTL: {}", again.text);
+    assert_eq!(again.content(), miss.content(), "seeded: same reply from the model");
+    assert_eq!(s.gpu_chats(), before + 2.0);
+    Ok(())
+}

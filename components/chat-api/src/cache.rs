@@ -8,7 +8,7 @@
 
 use crate::chat::ChatCall;
 use crate::keys::mac;
-use serde::{Deserialize, Serialize};
+use edge_common::crypto::{self, SecretKey};
 use serde_json::{Value, json};
 
 /// Request fields that change the reply (besides model and messages).
@@ -54,11 +54,35 @@ pub fn entry_key(secret: &[u8], tenant: &str, call: &ChatCall) -> String {
     format!("{}/{}", namespace(secret, tenant), hex::encode(mac(secret, "chat-api/cache/v1", &data)))
 }
 
-/// A cached reply: the gpu-host's JSON body and when it expires.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Entry {
-    pub expires_at: i64,
-    pub body: String,
+fn aead_key(secret: &[u8]) -> SecretKey {
+    SecretKey::from_bytes(mac(secret, "chat-api/cache-aead/v1", b""))
+}
+
+fn entry_ad(key: &str, expires_at: i64) -> Vec<u8> {
+    let mut ad = key.as_bytes().to_vec();
+    ad.extend_from_slice(&expires_at.to_be_bytes());
+    ad
+}
+
+/// A cached reply as stored: its expiry (8 bytes, big-endian) and the reply
+/// sealed with XChaCha20-Poly1305 (the model's text may repeat PHI, so it is
+/// not kept in the clear); key and expiry are bound as associated data, so
+/// an entry cannot be moved to another key or have its expiry extended.
+pub fn seal_entry(secret: &[u8], key: &str, body: &str, expires_at: i64) -> Option<Vec<u8>> {
+    let sealed = crypto::seal(&aead_key(secret), &entry_ad(key, expires_at), body.as_bytes()).ok()?;
+    let mut out = expires_at.to_be_bytes().to_vec();
+    out.extend(sealed);
+    Some(out)
+}
+
+/// The reply of a stored entry, unless it expired or does not open.
+pub fn open_entry(secret: &[u8], key: &str, raw: &[u8], now: i64) -> Option<String> {
+    let expires_at = i64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+    if expires_at <= now {
+        return None;
+    }
+    let body = crypto::open(&aead_key(secret), &entry_ad(key, expires_at), &raw[8..]).ok()?;
+    String::from_utf8(body.to_vec()).ok()
 }
 
 #[cfg(test)]
@@ -83,5 +107,18 @@ mod tests {
         let k = entry_key(s, "t", &a);
         assert!(k.starts_with(&namespace(s, "t")));
         assert!(!k.contains("feel") && !k.contains("tiny"));
+    }
+
+    #[test]
+    fn entries_are_sealed_bound_to_their_key_and_expire() {
+        let raw = seal_entry(b"secret", "k1", "{\"reply\":\"hello there\"}", 100).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("hello"));
+        assert_eq!(open_entry(b"secret", "k1", &raw, 99).as_deref(), Some("{\"reply\":\"hello there\"}"));
+        assert_eq!(open_entry(b"secret", "k1", &raw, 100), None, "expired");
+        assert_eq!(open_entry(b"secret", "k2", &raw, 99), None, "moved to another key");
+        assert_eq!(open_entry(b"other", "k1", &raw, 99), None, "another secret");
+        let mut longer = raw.clone();
+        longer[..8].copy_from_slice(&1000i64.to_be_bytes());
+        assert_eq!(open_entry(b"secret", "k1", &longer, 99), None, "expiry extended");
     }
 }

@@ -306,13 +306,13 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     if let Some(key) = &cache_key {
         let ns = cache::namespace(&cfg.secret, &caller.tenant);
         let hit = match kv.get(key).await {
-            Ok(Some(raw)) => serde_json::from_slice::<cache::Entry>(&raw).ok().filter(|e| e.expires_at > now()),
+            Ok(Some(raw)) => cache::open_entry(&cfg.secret, key, &raw, now()),
             _ => None,
         };
-        if let Some(entry) = hit {
+        if let Some(body) = hit {
             bump(&kv, "chat-stats/cache_hits").await;
             bump(&kv, &format!("{ns}/stats/hits")).await;
-            return json_reply(200, entry.body, &[("x-cache", "hit")]);
+            return json_reply(200, body, &[("x-cache", "hit")]);
         }
         bump(&kv, "chat-stats/cache_misses").await;
         bump(&kv, &format!("{ns}/stats/misses")).await;
@@ -335,8 +335,9 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     v["safety"] = json!({ "escalate": false, "output_filter": report });
     let out = v.to_string();
     if let (Some(key), false) = (&cache_key, blocked) {
-        let entry = cache::Entry { expires_at: now() + cfg.cache_ttl_seconds, body: out.clone() };
-        let _ = kv.set(key, &serde_json::to_vec(&entry).expect("serialises")).await;
+        if let Some(raw) = cache::seal_entry(&cfg.secret, key, &out, now() + cfg.cache_ttl_seconds) {
+            let _ = kv.set(key, &raw).await;
+        }
     }
     json_reply(200, out, &[("x-cache", if cache_key.is_some() { "miss" } else { "bypass" })])
 }
