@@ -408,3 +408,45 @@ fn cache_entries_expire_and_are_not_stored_in_the_clear() -> Result<()> {
     assert_eq!(s.gpu_chats(), before + 2.0);
     Ok(())
 }
+
+/// The root spin.toml as `cargo xtask up` serves it: progress's `/v1/...`
+/// and the chat API's routes side by side.
+#[test]
+fn the_root_manifest_serves_chat_beside_progress() -> Result<()> {
+    let (api, screen) = components();
+    let status = cargo()
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "progress"])
+        .status()?;
+    assert!(status.success(), "building progress failed");
+    let progress = target_dir().join("wasm32-wasip2/release/progress.wasm");
+    let text = std::fs::read_to_string(root().join("spin.toml"))?;
+    let mut manifest: toml::Table = toml::from_str(&text)?;
+    let comps = manifest["component"].as_table_mut().context("[component]")?;
+    for (id, path) in [("api", api), ("safety-screen", screen), ("progress", &progress)] {
+        comps[id].as_table_mut().unwrap().insert("source".into(), path.display().to_string().into());
+    }
+    let app = AppDir::empty()?;
+    std::fs::write(&app.manifest, toml::to_string(&manifest)?)?;
+    let token_dir = tempfile::tempdir()?;
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, GPU_TOKEN)?;
+    let gpu = GpuHost::start(tiny_model(), &["--auth-token-file", token_file.to_str().unwrap(), "--served-model-name", "tiny"])?;
+    let edge = app
+        .command()
+        .env("SPIN_VARIABLE_CHAT_SECRET", CHAT_SECRET)
+        .env("SPIN_VARIABLE_BOOTSTRAP_API_KEY", ADMIN_KEY)
+        .env("SPIN_VARIABLE_GPU_HOSTS", &gpu.base_url)
+        .env("SPIN_VARIABLE_GPU_HOST_TOKEN", GPU_TOKEN)
+        .spawn()?;
+    let r = read(edge.client.get(edge.url("/v1/keys")).bearer_auth(ADMIN_KEY).send()?);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["keys"][0]["id"], "key_bootstrap");
+    let r = read(edge.client.post(edge.url("/v1/chat/completions")).bearer_auth(ADMIN_KEY)
+        .json(&chat_body("Good evening.", json!({}))).send()?);
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Progress still owns the rest of /v1/.
+    let r = read(edge.client.get(edge.url("/v1/openapi.json")).send()?);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("openapi"), "{}", &r.text[..r.text.len().min(200)]);
+    Ok(())
+}

@@ -293,7 +293,7 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     let body = web::read_body(req).await?;
     let call = chat::parse(&body)?;
     let client_id = keys::chat_client(caller.role, caller.client_id.as_deref(), call.client_id.as_deref())?;
-    let pool = Pool::new(cfg.hosts.clone(), cfg.host_token.clone(), cfg.connect_timeout_ms).await?;
+    let pool = Pool::new(cfg.hosts.clone(), cfg.host_token.clone(), cfg.connect_timeout_ms, cfg.response_timeout_ms).await?;
 
     // Safety screen first: on risk the model is not the only answer.
     let assessment = screen::classify(&call.last_user_text);

@@ -30,6 +30,9 @@ pub struct Pool {
     kv: Store,
     /// Time allowed until a host answers with response headers.
     connect_timeout_ms: u64,
+    /// An outstanding count not updated for this long is treated as 0: an
+    /// instance that died mid-request (trap, edge timeout) never released.
+    stale_ms: u64,
 }
 
 pub fn now_ms() -> u64 {
@@ -58,9 +61,10 @@ pub struct Upstream {
 }
 
 impl Pool {
-    pub async fn new(hosts: Vec<String>, token: String, connect_timeout_ms: u64) -> Result<Pool, ApiError> {
+    pub async fn new(hosts: Vec<String>, token: String, connect_timeout_ms: u64, response_timeout_ms: u64) -> Result<Pool, ApiError> {
         let kv = Store::open("default").await.map_err(|_| ApiError::internal("opening the key-value store"))?;
-        Ok(Pool { hosts, token, kv, connect_timeout_ms })
+        let stale_ms = connect_timeout_ms.saturating_add(response_timeout_ms).saturating_add(10_000);
+        Ok(Pool { hosts, token, kv, connect_timeout_ms, stale_ms })
     }
 
     fn key(&self, i: usize, what: &str) -> String {
@@ -78,17 +82,30 @@ impl Pool {
         let _ = self.kv.set(key, v.to_string().as_bytes()).await;
     }
 
+    /// Outstanding requests on host `i`, stored as `count:updated_ms`.
+    async fn outstanding(&self, i: usize) -> i64 {
+        let raw = match self.kv.get(&self.key(i, "outstanding")).await {
+            Ok(Some(v)) => String::from_utf8(v).unwrap_or_default(),
+            _ => return 0,
+        };
+        let (count, at) = raw.split_once(':').unwrap_or((&raw, "0"));
+        let at: u64 = at.parse().unwrap_or(0);
+        if now_ms().saturating_sub(at) > self.stale_ms {
+            return 0;
+        }
+        count.parse().unwrap_or(0)
+    }
+
     async fn state(&self, i: usize) -> HostState {
         HostState {
-            outstanding: self.get_num(&self.key(i, "outstanding")).await,
+            outstanding: self.outstanding(i).await,
             down_until_ms: self.get_num(&self.key(i, "down_until")).await.max(0) as u64,
         }
     }
 
     async fn add_outstanding(&self, i: usize, delta: i64) {
-        let k = self.key(i, "outstanding");
-        let v = (self.get_num(&k).await + delta).max(0);
-        self.set_num(&k, v).await;
+        let v = (self.outstanding(i).await + delta).max(0);
+        let _ = self.kv.set(&self.key(i, "outstanding"), format!("{v}:{}", now_ms()).as_bytes()).await;
     }
 
     async fn mark_down(&self, i: usize) {
