@@ -450,3 +450,79 @@ fn the_root_manifest_serves_chat_beside_progress() -> Result<()> {
     assert!(r.text.contains("openapi"), "{}", &r.text[..r.text.len().min(200)]);
     Ok(())
 }
+
+/// A fake gpu-host (a recording mock) whose replies break the output
+/// filter's rules: the filter rewrites them, plain and streamed.
+#[test]
+fn the_output_filter_covers_plain_and_streamed_replies() -> Result<()> {
+    use e2e_tests::{MockResponse, MockServer};
+    const REPLY: &str = "That sounds hard. You have bipolar disorder. Take 50mg of sertraline. Let's talk.";
+    let mock = MockServer::start(|req| {
+        if req.target.starts_with("/health") {
+            return MockResponse::json(200, json!({"status": "ok"}));
+        }
+        let base = json!({"id": "chatcmpl-mock", "created": 1, "model": "tiny"});
+        if req.json()["stream"] == true {
+            let mut sse = String::new();
+            let mut chunk = |delta: Value, finish: Value| {
+                let mut c = base.clone();
+                c["object"] = json!("chat.completion.chunk");
+                c["choices"] = json!([{"index": 0, "delta": delta, "finish_reason": finish}]);
+                sse.push_str(&format!("data: {c}\n\n"));
+            };
+            chunk(json!({"role": "assistant"}), Value::Null);
+            for word in REPLY.split_inclusive(' ') {
+                chunk(json!({"content": word}), Value::Null);
+            }
+            chunk(json!({}), json!("stop"));
+            sse.push_str("data: [DONE]\n\n");
+            return MockResponse { status: 200, content_type: "text/event-stream", body: sse.into_bytes() };
+        }
+        let mut c = base.clone();
+        c["object"] = json!("chat.completion");
+        c["choices"] = json!([{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}]);
+        MockResponse::json(200, c)
+    });
+    let app = AppDir::empty()?;
+    write_manifest(&app)?;
+    let edge = app
+        .command()
+        .env("SPIN_VARIABLE_CHAT_SECRET", CHAT_SECRET)
+        .env("SPIN_VARIABLE_BOOTSTRAP_API_KEY", ADMIN_KEY)
+        .env("SPIN_VARIABLE_GPU_HOSTS", &mock.origin())
+        .env("SPIN_VARIABLE_GPU_HOST_TOKEN", GPU_TOKEN)
+        .spawn()?;
+    let send = |extra: Value| {
+        let body = chat_body("How do I cope?", extra);
+        read(edge.client.post(edge.url("/v1/chat/completions")).bearer_auth(ADMIN_KEY).json(&body).send().unwrap())
+    };
+
+    let r = send(json!({"client_id": "client-3", "session_id": "s-3"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = r.content();
+    assert!(text.contains("That sounds hard.") && text.contains("Let's talk."), "{text}");
+    assert!(!text.contains("50mg") && !text.contains("You have bipolar"), "{text}");
+    assert_eq!(r.body["safety"]["output_filter"]["action"], "rewrite", "{}", r.text);
+
+    let r = send(json!({"stream": true}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let events = sse_events(&r.text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{}", r.text);
+    let streamed: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    println!("filtered plain:    {text}\nfiltered streamed: {streamed}");
+    assert!(streamed.contains("That sounds hard.") && streamed.contains("Let's talk."), "{streamed}");
+    assert!(!streamed.contains("50mg") && !streamed.contains("You have bipolar"), "{streamed}");
+    assert_eq!(streamed, text, "the same filtering, streamed sentence by sentence");
+
+    // What reached the gpu-host: its token, no edge-only fields.
+    let chats: Vec<_> = mock.requests().into_iter().filter(|q| q.target == "/v1/chat/completions").collect();
+    assert_eq!(chats.len(), 2);
+    assert_eq!(chats[0].header("authorization"), Some(format!("Bearer {GPU_TOKEN}").as_str()));
+    let forwarded = chats[0].json();
+    assert!(forwarded.get("client_id").is_none() && forwarded.get("session_id").is_none(), "{forwarded}");
+    Ok(())
+}

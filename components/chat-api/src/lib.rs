@@ -9,7 +9,8 @@
 //! - [`keys`]: API key format, keyed hashing, the role rules for chat;
 //! - [`chat`]: request parsing, edge-only fields, determinism;
 //! - [`cache`]: cache keys (a keyed hash, no PHI) and entries;
-//! - [`pool`]: which gpu-host to try, in which order.
+//! - [`pool`]: which gpu-host to try, in which order;
+//! - [`sse`]: the output filter over a streamed reply.
 //!
 //! The wasm component (`component/`) wires them to spin:sqlite,
 //! spin:key-value, spin:variables, outbound wasi:http and the safety imports.
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod chat;
 pub mod keys;
 pub mod pool;
+pub mod sse;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

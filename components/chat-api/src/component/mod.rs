@@ -320,7 +320,7 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
 
     let upstream_body = call.upstream_body();
     if call.stream {
-        return stream_through(pool, &upstream_body).await;
+        return stream_through(pool, &upstream_body, cfg.blocklist.clone()).await;
     }
     let (status, bytes) = complete(&pool, &upstream_body, cfg).await?;
     if status != 200 {
@@ -342,10 +342,11 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     json_reply(200, out, &[("x-cache", if cache_key.is_some() { "miss" } else { "bypass" })])
 }
 
-/// Passes the gpu-host's SSE stream through. The first chunk is awaited
-/// before the reply is committed, so a host that fails before sending
-/// anything is replaced by another.
-async fn stream_through(pool: Pool, body: &[u8]) -> Result<Reply, ApiError> {
+/// Passes the gpu-host's SSE stream through the output filter
+/// (`crate::sse`). The first chunk is awaited before the reply is
+/// committed, so a host that fails before sending anything is replaced by
+/// another.
+async fn stream_through(pool: Pool, body: &[u8], blocklist: Vec<String>) -> Result<Reply, ApiError> {
     for _ in 0..pool.hosts.len().max(1) {
         let Upstream { host, response } = pool.send_chat(body).await?;
         let status = response.status().as_u16();
@@ -370,11 +371,27 @@ async fn stream_through(pool: Pool, body: &[u8]) -> Result<Reply, ApiError> {
         };
         let (mut tx, out) = spin_sdk::http::body::stream::<Bytes>();
         spin_sdk::wasip3::spawn(async move {
-            let mut ok = tx.send(first).await.is_ok();
-            while ok {
+            let config = output_filter::FilterConfig { blocklist };
+            let mut check = |text: &str| stream_check(text, &config);
+            let mut filter = crate::sse::StreamFilter::default();
+            let mut pending = filter.push(&first, &mut check);
+            let mut ok = true;
+            loop {
+                if !pending.is_empty() {
+                    ok = tx.send(Bytes::from(std::mem::take(&mut pending))).await.is_ok();
+                }
+                if !ok {
+                    break;
+                }
                 match upstream.next().await {
-                    Some(Ok(b)) => ok = tx.send(b).await.is_ok(),
+                    Some(Ok(b)) => pending = filter.push(&b, &mut check),
                     _ => break,
+                }
+            }
+            if ok {
+                let rest = filter.finish(&mut check);
+                if !rest.is_empty() {
+                    let _ = tx.send(Bytes::from(rest)).await;
                 }
             }
             pool.release(host).await;
@@ -389,6 +406,28 @@ async fn stream_through(pool: Pool, body: &[u8]) -> Result<Reply, ApiError> {
         return Ok(r.into_response());
     }
     Err(ApiError::unavailable("no healthy gpu-host is available; retry shortly"))
+}
+
+/// A safe sentence put before each streamed group of sentences: the
+/// filter's contract blocks a reply in which no sentence survives, which
+/// judged one group at a time would block a whole stream for one bad
+/// sentence. With the sentinel kept, offending sentences are replaced or
+/// removed as in a whole reply. (A plugin that blocks on any finding still
+/// blocks: its text does not start with the sentinel.)
+const SENTINEL: &str = "Okay.";
+
+fn stream_check(text: &str, config: &output_filter::FilterConfig) -> crate::sse::Filtered {
+    let body = text.trim_start();
+    let lead = &text[..text.len() - body.len()];
+    let v = output_filter::check(&format!("{SENTINEL} {body}"), config);
+    match v.action {
+        output_filter::Action::Allow => crate::sse::Filtered { text: text.to_string(), blocked: false },
+        output_filter::Action::Rewrite if v.text.starts_with(SENTINEL) => {
+            let rest = v.text[SENTINEL.len()..].trim_start();
+            crate::sse::Filtered { text: if rest.is_empty() { String::new() } else { format!("{lead}{rest}") }, blocked: false }
+        }
+        _ => crate::sse::Filtered { text: v.text, blocked: true },
+    }
 }
 
 /// A turn at risk: the crisis message and resources (configurable per
