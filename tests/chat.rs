@@ -30,28 +30,33 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits inside the workspace").to_path_buf()
 }
 
-fn components() -> &'static (PathBuf, PathBuf) {
-    static W: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+/// The chat components: (component id, wasm) for api, safety-screen, gpu-pool.
+fn components() -> &'static [(&'static str, PathBuf)] {
+    static W: OnceLock<Vec<(&'static str, PathBuf)>> = OnceLock::new();
     W.get_or_init(|| {
         let status = cargo()
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "chat-api", "-p", "safety-screen"])
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "chat-api", "-p", "safety-screen", "-p", "gpu-pool"])
             .status()
             .expect("running cargo");
         assert!(status.success(), "building the chat components failed");
         let dir = target_dir().join("wasm32-wasip2/release");
-        (dir.join("chat_api.wasm"), dir.join("safety_screen.wasm"))
+        vec![
+            ("api", dir.join("chat_api.wasm")),
+            ("safety-screen", dir.join("safety_screen.wasm")),
+            ("gpu-pool", dir.join("gpu_pool.wasm")),
+        ]
     })
 }
 
-/// The root spin.toml with only the chat API and its safety dependency.
+/// The root spin.toml with only the chat API and its dependencies.
 fn write_manifest(app: &AppDir) -> Result<()> {
-    let (api, screen) = components();
     let text = std::fs::read_to_string(root().join("spin.toml"))?;
     let mut manifest: toml::Table = toml::from_str(&text)?;
     let comps = manifest["component"].as_table_mut().context("[component]")?;
-    comps.retain(|k, _| k == "api" || k == "safety-screen");
-    comps["api"].as_table_mut().unwrap().insert("source".into(), api.display().to_string().into());
-    comps["safety-screen"].as_table_mut().unwrap().insert("source".into(), screen.display().to_string().into());
+    comps.retain(|k, _| components().iter().any(|(id, _)| *id == k));
+    for (id, wasm) in components() {
+        comps[*id].as_table_mut().unwrap().insert("source".into(), wasm.display().to_string().into());
+    }
     manifest["trigger"]["http"].as_array_mut().unwrap().retain(|t| t["component"].as_str() == Some("api"));
     std::fs::write(&app.manifest, toml::to_string(&manifest)?)?;
     Ok(())
@@ -413,7 +418,6 @@ fn cache_entries_expire_and_are_not_stored_in_the_clear() -> Result<()> {
 /// and the chat API's routes side by side.
 #[test]
 fn the_root_manifest_serves_chat_beside_progress() -> Result<()> {
-    let (api, screen) = components();
     let status = cargo()
         .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "progress"])
         .status()?;
@@ -422,7 +426,7 @@ fn the_root_manifest_serves_chat_beside_progress() -> Result<()> {
     let text = std::fs::read_to_string(root().join("spin.toml"))?;
     let mut manifest: toml::Table = toml::from_str(&text)?;
     let comps = manifest["component"].as_table_mut().context("[component]")?;
-    for (id, path) in [("api", api), ("safety-screen", screen), ("progress", &progress)] {
+    for (id, path) in components().iter().map(|(id, p)| (*id, p)).chain([("progress", &progress)]) {
         comps[id].as_table_mut().unwrap().insert("source".into(), path.display().to_string().into());
     }
     let app = AppDir::empty()?;

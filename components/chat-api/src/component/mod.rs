@@ -9,23 +9,26 @@
 //! Chat pipeline: authenticate → parse (400) → role rules (403) → safety
 //! screen → (risk: crisis reply, audit, no cache) → cache lookup
 //! (deterministic, non-streaming) → gpu-host pool → output filter → cache
-//! store. Streaming replies are passed through as SSE once their first
-//! chunk arrived (before that, a failing host is replaced by another).
+//! store. Inference is `therapy:inference/pool` (wit/inference.wit), a
+//! component dependency (default `components/gpu-pool`); streamed replies
+//! pass through it and the output filter as SSE.
 
-mod pool;
 mod safety;
 mod store;
+
+mod inference {
+    wit_bindgen::generate!({ path: "../../wit/inference.wit", world: "pool-user", generate_all });
+}
+use inference::therapy::inference::pool as gpu_pool;
 
 use crate::{cache, chat, keys};
 use bytes::Bytes;
 use edge_common::auth::Role;
 use edge_common::{ApiError, web};
-use futures::{SinkExt, StreamExt};
-use pool::{Pool, Upstream, now_ms, with_timeout};
+use futures::SinkExt;
 use safety::{output_filter, screen};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 use spin_sdk::key_value::Store;
@@ -48,20 +51,19 @@ async fn handle(req: Request) -> Reply {
 }
 
 fn now() -> i64 {
-    (now_ms() / 1000) as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 struct Config {
     /// Server secret: keys the API-key hashes and the cache keys.
     secret: Vec<u8>,
     bootstrap_key: String,
-    hosts: Vec<String>,
-    host_token: String,
     crisis_resources: String,
     blocklist: Vec<String>,
     cache_ttl_seconds: i64,
-    connect_timeout_ms: u64,
-    response_timeout_ms: u64,
 }
 
 async fn var(name: &str) -> String {
@@ -80,8 +82,6 @@ impl Config {
         Ok(Config {
             secret: secret.trim().as_bytes().to_vec(),
             bootstrap_key: var("bootstrap_api_key").await.trim().to_string(),
-            hosts: crate::pool::parse_hosts(&var("gpu_hosts").await),
-            host_token: var("gpu_host_token").await.trim().to_string(),
             crisis_resources: var("crisis_resources").await,
             blocklist: var("output_blocklist")
                 .await
@@ -91,8 +91,6 @@ impl Config {
                 .map(str::to_string)
                 .collect(),
             cache_ttl_seconds: num(var("cache_ttl_seconds").await, 3600) as i64,
-            connect_timeout_ms: num(var("upstream_connect_timeout_ms").await, 10_000),
-            response_timeout_ms: num(var("upstream_timeout_ms").await, 120_000),
         })
     }
 }
@@ -267,38 +265,30 @@ fn filter_completion(v: &mut Value, cfg: &Config) -> (Value, bool) {
     (report, blocked)
 }
 
-/// A whole (non-streamed) completion from the pool, failing over to
-/// another host also when a host dies before its body is complete (nothing
-/// has reached the client yet). `Err` only when no host could answer.
-async fn complete(pool: &Pool, body: &[u8], cfg: &Config) -> Result<(u16, Bytes), ApiError> {
-    let mut last = ApiError::unavailable("no healthy gpu-host is available; retry shortly");
-    for _ in 0..pool.hosts.len().max(1) {
-        let up = pool.send_chat(body).await?;
-        let status = up.response.status().as_u16();
-        let read = with_timeout(cfg.response_timeout_ms, up.response.into_body().bytes()).await;
-        pool.release(up.host).await;
-        match read {
-            Some(Ok(bytes)) => return Ok((status, bytes)),
-            Some(Err(_)) => last = ApiError::new(502, "upstream_failed", "a gpu-host failed while answering"),
-            None => last = ApiError::new(504, "upstream_timeout", "the gpu-host did not answer in time"),
-        }
-        if let Some(i) = up.host {
-            pool.mark_down_pub(i).await;
-        }
-    }
-    Err(last)
+fn pool_error(f: gpu_pool::Failure) -> ApiError {
+    let code = match f.status {
+        503 => "unavailable",
+        504 => "upstream_timeout",
+        _ => "upstream_failed",
+    };
+    ApiError::new(f.status, code, f.message)
+}
+
+/// A whole (non-streamed) completion from the pool (which fails over to
+/// another host even when one dies mid-reply: nothing reached the client).
+async fn complete(body: &[u8]) -> Result<(u16, Vec<u8>), ApiError> {
+    let reply = gpu_pool::chat(body.to_vec(), true).await.map_err(pool_error)?;
+    Ok((reply.status, reply.body.collect().await))
 }
 
 async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, caller: &Caller) -> Result<Reply, ApiError> {
     let body = web::read_body(req).await?;
     let call = chat::parse(&body)?;
     let client_id = keys::chat_client(caller.role, caller.client_id.as_deref(), call.client_id.as_deref())?;
-    let pool = Pool::new(cfg.hosts.clone(), cfg.host_token.clone(), cfg.connect_timeout_ms, cfg.response_timeout_ms).await?;
-
     // Safety screen first: on risk the model is not the only answer.
     let assessment = screen::classify(&call.last_user_text);
     if assessment.risk || assessment.escalate {
-        return crisis_reply(&call, cfg, db, caller, client_id.as_deref(), &assessment, &pool).await;
+        return crisis_reply(&call, cfg, db, caller, client_id.as_deref(), &assessment).await;
     }
 
     let kv = open_kv().await?;
@@ -320,9 +310,9 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
 
     let upstream_body = call.upstream_body();
     if call.stream {
-        return stream_through(pool, &upstream_body, cfg.blocklist.clone()).await;
+        return stream_through(&upstream_body, cfg.blocklist.clone()).await;
     }
-    let (status, bytes) = complete(&pool, &upstream_body, cfg).await?;
+    let (status, bytes) = complete(&upstream_body).await?;
     if status != 200 {
         // The gpu-host's own OpenAI-style error (it never quotes messages).
         let mut r = http::Response::new(String::from_utf8_lossy(&bytes).into_owned());
@@ -343,69 +333,46 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
 }
 
 /// Passes the gpu-host's SSE stream through the output filter
-/// (`crate::sse`). The first chunk is awaited before the reply is
-/// committed, so a host that fails before sending anything is replaced by
-/// another.
-async fn stream_through(pool: Pool, body: &[u8], blocklist: Vec<String>) -> Result<Reply, ApiError> {
-    for _ in 0..pool.hosts.len().max(1) {
-        let Upstream { host, response } = pool.send_chat(body).await?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            let bytes = response.into_body().bytes().await.unwrap_or_default();
-            pool.release(host).await;
-            let mut r = http::Response::new(String::from_utf8_lossy(&bytes).into_owned());
-            *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-            return Ok(r.into_response());
-        }
-        let mut upstream = Box::pin(response.into_body().stream());
-        let first = match upstream.next().await {
-            Some(Ok(b)) => b,
-            _ => {
-                pool.release(host).await;
-                if let Some(i) = host {
-                    pool.mark_down_pub(i).await;
-                }
-                continue;
-            }
-        };
-        let (mut tx, out) = spin_sdk::http::body::stream::<Bytes>();
-        spin_sdk::wasip3::spawn(async move {
-            let config = output_filter::FilterConfig { blocklist };
-            let mut check = |text: &str| stream_check(text, &config);
-            let mut filter = crate::sse::StreamFilter::default();
-            let mut pending = filter.push(&first, &mut check);
-            let mut ok = true;
-            loop {
-                if !pending.is_empty() {
-                    ok = tx.send(Bytes::from(std::mem::take(&mut pending))).await.is_ok();
-                }
-                if !ok {
-                    break;
-                }
-                match upstream.next().await {
-                    Some(Ok(b)) => pending = filter.push(&b, &mut check),
-                    _ => break,
-                }
-            }
-            if ok {
-                let rest = filter.finish(&mut check);
-                if !rest.is_empty() {
-                    let _ = tx.send(Bytes::from(rest)).await;
-                }
-            }
-            pool.release(host).await;
-        });
-        let r = http::Response::builder()
-            .status(200)
-            .header(http::header::CONTENT_TYPE, "text/event-stream")
-            .header(http::header::CACHE_CONTROL, "no-store")
-            .header("x-cache", "bypass")
-            .body(out)
-            .expect("static headers");
+/// (`crate::sse`). The pool returns once the first chunk arrived (a host
+/// failing before that is replaced by another).
+async fn stream_through(body: &[u8], blocklist: Vec<String>) -> Result<Reply, ApiError> {
+    let reply = gpu_pool::chat(body.to_vec(), false).await.map_err(pool_error)?;
+    if reply.status != 200 {
+        let bytes = reply.body.collect().await;
+        let mut r = http::Response::new(String::from_utf8_lossy(&bytes).into_owned());
+        *r.status_mut() = http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         return Ok(r.into_response());
     }
-    Err(ApiError::unavailable("no healthy gpu-host is available; retry shortly"))
+    let mut upstream = reply.body;
+    let (mut tx, out) = spin_sdk::http::body::stream::<Bytes>();
+    spin_sdk::wasip3::spawn(async move {
+        let config = output_filter::FilterConfig { blocklist };
+        let mut check = |text: &str| stream_check(text, &config);
+        let mut filter = crate::sse::StreamFilter::default();
+        loop {
+            let (result, chunk) = upstream.read(Vec::with_capacity(16 * 1024)).await;
+            let pending = filter.push(&chunk, &mut check);
+            if !pending.is_empty() && tx.send(Bytes::from(pending)).await.is_err() {
+                return;
+            }
+            if !matches!(result, wit_bindgen::StreamResult::Complete(_)) {
+                break;
+            }
+        }
+        let rest = filter.finish(&mut check);
+        if !rest.is_empty() {
+            let _ = tx.send(Bytes::from(rest)).await;
+        }
+    });
+    let r = http::Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .header("x-cache", "bypass")
+        .body(out)
+        .expect("static headers");
+    Ok(r.into_response())
 }
 
 /// A safe sentence put before each streamed group of sentences: the
@@ -440,7 +407,6 @@ async fn crisis_reply(
     caller: &Caller,
     client_id: Option<&str>,
     a: &screen::Assessment,
-    pool: &Pool,
 ) -> Result<Reply, ApiError> {
     let payload = match screen::build_crisis_payload(a, &cfg.crisis_resources) {
         Ok(p) => p,
@@ -474,7 +440,7 @@ async fn crisis_reply(
         upstream.remove("stream_options");
         let body = serde_json::to_vec(&upstream).expect("serialises");
         // The crisis answer stands even when no gpu-host can add to it.
-        if let Ok((200, bytes)) = complete(pool, &body, cfg).await
+        if let Ok((200, bytes)) = complete(&body).await
             && let Ok(mut v) = serde_json::from_slice::<Value>(&bytes)
         {
             let (report, _) = filter_completion(&mut v, cfg);

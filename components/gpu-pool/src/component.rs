@@ -1,24 +1,22 @@
-//! The gpu-host pool over HTTP: picks a host (least outstanding requests
-//! among the healthy, `crate::pool::order`), sends the chat request, and on
-//! a connection failure or timeout before any byte came back marks that
-//! host down for a while and tries the next one. Hosts whose down mark has
-//! expired must answer `GET /health` before they get traffic again.
+//! The export of `therapy:inference/pool` over HTTP: picks a host (least
+//! outstanding requests among the healthy, `crate::choice::order`), sends
+//! the chat request, and on a connection failure or timeout before any byte
+//! came back marks that host down for a while and tries the next one. Hosts
+//! whose down mark has expired must answer `GET /health` before they get
+//! traffic again.
 //!
 //! Cross-request state is in the key-value store (`chat-pool/...`), since
 //! concurrent requests run in separate instances. Its updates are
 //! read-modify-write without a lock: counts may drift by a request under
 //! contention, which only perturbs the load balance, never correctness.
-//!
-//! This is a module of the api component rather than a separate component
-//! behind a WIT interface (time); its public surface (`Pool::send_chat`,
-//! `Pool::release`) is the seam such an interface would take.
 
-use crate::pool::{HostState, order};
+use crate::choice::{HostState, order, parse_hosts};
 use bytes::Bytes;
-use edge_common::ApiError;
 use futures::future::{Either, select};
 use spin_sdk::http::{FullBody, Response};
 use spin_sdk::key_value::Store;
+use spin_sdk::http::body::IncomingBodyExt;
+use futures::StreamExt;
 
 /// How long a host that failed stays out of rotation.
 const DOWN_MS: u64 = 5_000;
@@ -53,6 +51,14 @@ pub async fn with_timeout<F: std::future::Future>(ms: u64, f: F) -> Option<F::Ou
     }
 }
 
+wit_bindgen::generate!({ path: "../../wit/inference.wit", world: "pool-provider", generate_all });
+
+use exports::therapy::inference::pool::{Failure, Guest, Reply};
+
+fn failure(status: u16, message: impl Into<String>) -> Failure {
+    Failure { status, message: message.into() }
+}
+
 /// A chosen host's answer: the caller must `release` it when the body is done.
 pub struct Upstream {
     /// `None` for a failing host's error answer passed on as is.
@@ -61,8 +67,8 @@ pub struct Upstream {
 }
 
 impl Pool {
-    pub async fn new(hosts: Vec<String>, token: String, connect_timeout_ms: u64, response_timeout_ms: u64) -> Result<Pool, ApiError> {
-        let kv = Store::open("default").await.map_err(|_| ApiError::internal("opening the key-value store"))?;
+    pub async fn new(hosts: Vec<String>, token: String, connect_timeout_ms: u64, response_timeout_ms: u64) -> Result<Pool, Failure> {
+        let kv = Store::open("default").await.map_err(|_| failure(500, "the pool cannot open the key-value store `default`"))?;
         let stale_ms = connect_timeout_ms.saturating_add(response_timeout_ms).saturating_add(10_000);
         Ok(Pool { hosts, token, kv, connect_timeout_ms, stale_ms })
     }
@@ -108,13 +114,8 @@ impl Pool {
         let _ = self.kv.set(&self.key(i, "outstanding"), format!("{v}:{}", now_ms()).as_bytes()).await;
     }
 
-    async fn mark_down(&self, i: usize) {
+    pub async fn mark_down(&self, i: usize) {
         self.set_num(&self.key(i, "down_until"), (now_ms() + DOWN_MS) as i64).await;
-    }
-
-    /// Marks `i` down after it failed mid-answer.
-    pub async fn mark_down_pub(&self, i: usize) {
-        self.mark_down(i).await;
     }
 
     async fn mark_up(&self, i: usize) {
@@ -139,9 +140,9 @@ impl Pool {
 
     /// Sends `POST /v1/chat/completions` with `body` to the best host,
     /// failing over before any byte of a reply was received.
-    pub async fn send_chat(&self, body: &[u8]) -> Result<Upstream, ApiError> {
+    pub async fn send_chat(&self, body: &[u8]) -> Result<Upstream, Failure> {
         if self.hosts.is_empty() {
-            return Err(ApiError::unavailable("no gpu-host is configured (variable gpu_hosts)"));
+            return Err(failure(503, "no gpu-host is configured (variable gpu_hosts)"));
         }
         let mut states = Vec::with_capacity(self.hosts.len());
         for i in 0..self.hosts.len() {
@@ -166,7 +167,7 @@ impl Pool {
                 .header("content-type", "application/json")
                 .header("authorization", format!("Bearer {}", self.token))
                 .body(FullBody::new(Bytes::copy_from_slice(body)))
-                .map_err(|_| ApiError::internal("building the upstream request"))?;
+                .map_err(|_| failure(500, "building the upstream request failed"))?;
             match with_timeout(self.connect_timeout_ms, spin_sdk::http::send(req)).await {
                 Some(Ok(response)) => {
                     let status = response.status().as_u16();
@@ -180,12 +181,12 @@ impl Pool {
                     return Ok(Upstream { host: Some(c.index), response });
                 }
                 Some(Err(e)) => {
-                    eprintln!("chat-api: gpu-host {} failed: {e:?}; trying another", self.hosts[c.index]);
+                    eprintln!("gpu-pool: gpu-host {} failed: {e:?}; trying another", self.hosts[c.index]);
                     self.add_outstanding(c.index, -1).await;
                     self.mark_down(c.index).await;
                 }
                 None => {
-                    eprintln!("chat-api: gpu-host {} timed out; trying another", self.hosts[c.index]);
+                    eprintln!("gpu-pool: gpu-host {} timed out; trying another", self.hosts[c.index]);
                     self.add_outstanding(c.index, -1).await;
                     self.mark_down(c.index).await;
                 }
@@ -194,9 +195,95 @@ impl Pool {
         if let Some(busy) = last_busy {
             return Ok(busy);
         }
-        Err(ApiError::unavailable(format!(
-            "no healthy gpu-host is available ({} configured); retry shortly",
-            self.hosts.len()
-        )))
+        Err(failure(503, format!("no healthy gpu-host is available ({} configured); retry shortly", self.hosts.len())))
     }
 }
+
+async fn var(name: &str) -> String {
+    spin_sdk::variables::get(name).await.unwrap_or_default()
+}
+
+fn num(s: String, default: u64) -> u64 {
+    s.trim().parse().unwrap_or(default)
+}
+
+/// A whole (non-streamed) reply, failing over to another host also when a
+/// host dies before its body is complete (nothing has left the edge yet).
+async fn complete(pool: &Pool, body: &[u8], response_timeout_ms: u64) -> Result<(u16, Vec<u8>), Failure> {
+    let mut last = failure(503, "no healthy gpu-host is available; retry shortly");
+    for _ in 0..pool.hosts.len().max(1) {
+        let up = pool.send_chat(body).await?;
+        let status = up.response.status().as_u16();
+        let read = with_timeout(response_timeout_ms, up.response.into_body().bytes()).await;
+        pool.release(up.host).await;
+        match read {
+            Some(Ok(bytes)) => return Ok((status, bytes.to_vec())),
+            Some(Err(_)) => last = failure(502, "a gpu-host failed while answering"),
+            None => last = failure(504, "the gpu-host did not answer in time"),
+        }
+        if let Some(i) = up.host {
+            pool.mark_down(i).await;
+        }
+    }
+    Err(last)
+}
+
+fn whole(status: u16, bytes: Vec<u8>) -> Reply {
+    let (mut tx, rx) = wit_stream::new::<u8>();
+    wit_bindgen::spawn(async move {
+        tx.write_all(bytes).await;
+    });
+    Reply { status, body: rx }
+}
+
+struct Component;
+
+impl Guest for Component {
+    async fn chat(body: Vec<u8>, buffered: bool) -> Result<Reply, Failure> {
+        let hosts = parse_hosts(&var("gpu_hosts").await);
+        let token = var("gpu_host_token").await.trim().to_string();
+        let connect_ms = num(var("upstream_connect_timeout_ms").await, 10_000);
+        let response_ms = num(var("upstream_timeout_ms").await, 120_000);
+        let pool = Pool::new(hosts, token, connect_ms, response_ms).await?;
+        if buffered {
+            let (status, bytes) = complete(&pool, &body, response_ms).await?;
+            return Ok(whole(status, bytes));
+        }
+        for _ in 0..pool.hosts.len().max(1) {
+            let Upstream { host, response } = pool.send_chat(&body).await?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                let bytes = response.into_body().bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                pool.release(host).await;
+                return Ok(whole(status, bytes));
+            }
+            let mut upstream = Box::pin(response.into_body().stream());
+            let first = match with_timeout(response_ms, upstream.next()).await {
+                Some(Some(Ok(b))) => b,
+                _ => {
+                    pool.release(host).await;
+                    if let Some(i) = host {
+                        pool.mark_down(i).await;
+                    }
+                    continue;
+                }
+            };
+            let (mut tx, rx) = wit_stream::new::<u8>();
+            wit_bindgen::spawn(async move {
+                let mut ok = tx.write_all(first.to_vec()).await.is_empty();
+                while ok {
+                    match upstream.next().await {
+                        Some(Ok(b)) => ok = tx.write_all(b.to_vec()).await.is_empty(),
+                        _ => break,
+                    }
+                }
+                drop(tx);
+                pool.release(host).await;
+            });
+            return Ok(Reply { status, body: rx });
+        }
+        Err(failure(503, "no healthy gpu-host is available; retry shortly"))
+    }
+}
+
+export!(Component);

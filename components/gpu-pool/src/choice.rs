@@ -2,7 +2,7 @@
 //!
 //! The state (outstanding counts, "down until" marks) lives in the
 //! key-value store because concurrent requests run in separate instances;
-//! this module only orders the hosts. The HTTP side is `component/pool.rs`.
+//! this module only orders the hosts. The HTTP side is `component.rs`.
 
 /// What the pool knows about one host.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
