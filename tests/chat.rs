@@ -530,3 +530,46 @@ fn the_output_filter_covers_plain_and_streamed_replies() -> Result<()> {
     assert!(forwarded.get("client_id").is_none() && forwarded.get("session_id").is_none(), "{forwarded}");
     Ok(())
 }
+
+/// Context truncation with the model's own tokenizer: a conversation longer
+/// than the tiny model's 512 tokens is refused by the gpu-host until the
+/// model's profile (context length, tokenizer.json) is uploaded; then the
+/// oldest turns are dropped and the chat works.
+#[test]
+fn long_conversations_are_truncated_with_the_models_tokenizer() -> Result<()> {
+    let s = start(&[])?;
+    let turn = "I keep thinking about the argument we had last week and how it made me feel small and unheard at home. ";
+    let mut messages = vec![json!({"role": "system", "content": "You are a careful listener."})];
+    for i in 0..12 {
+        messages.push(json!({"role": "user", "content": format!("{turn}{turn}({i})")}));
+        messages.push(json!({"role": "assistant", "content": "That sounds painful. Tell me more."}));
+    }
+    messages.push(json!({"role": "user", "content": "What should I do now?"}));
+    let body = json!({"model": "tiny", "max_tokens": 8, "messages": messages});
+    let r = s.chat(ADMIN_KEY, &body);
+    assert_eq!(r.status, 400, "without a profile the gpu-host refuses the long prompt: {}", r.text);
+
+    let tokenizer: Value = serde_json::from_str(&std::fs::read_to_string(tiny_model().join("tokenizer.json"))?)?;
+    let profile = json!({"context_tokens": 512, "tokenizer": tokenizer});
+    let therapist = s.create_key("therapist", None);
+    let r = s.call(reqwest::Method::PUT, "/v1/chat/tokenizers/tiny", Some(&therapist), Some(&profile));
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = s.call(reqwest::Method::PUT, "/v1/chat/tokenizers/tiny", Some(ADMIN_KEY), Some(&json!({"context_tokens": 512, "tokenizer": {"nope": 1}})));
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = s.call(reqwest::Method::PUT, "/v1/chat/tokenizers/tiny", Some(ADMIN_KEY), Some(&profile));
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let t = Instant::now();
+    let r = s.chat(&therapist, &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let dropped: usize = r.header("x-context-truncated").parse()?;
+    println!("truncated {dropped} of {} messages in {:?}", messages.len(), t.elapsed());
+    assert!(dropped > 0 && dropped < messages.len() - 1, "{dropped}");
+
+    // A last message that alone exceeds the context: 400 with a message.
+    let huge = json!({"model": "tiny", "max_tokens": 8, "messages": [{"role": "user", "content": turn.repeat(40)}]});
+    let r = s.chat(&therapist, &huge);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.body["message"].as_str().unwrap().contains("context"), "{}", r.text);
+    Ok(())
+}

@@ -10,7 +10,8 @@
 //! - [`keys`]: API key format, keyed hashing, the role rules for chat;
 //! - [`chat`]: request parsing, edge-only fields, determinism;
 //! - [`cache`]: cache keys (a keyed hash, no PHI) and entries;
-//! - [`sse`]: the output filter over a streamed reply.
+//! - [`sse`]: the output filter over a streamed reply;
+//! - [`truncate`]: fitting a conversation into the model's context.
 //!
 //! The wasm component (`component/`) wires them to spin:sqlite,
 //! spin:key-value, spin:variables and the safety and inference imports.
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod chat;
 pub mod keys;
 pub mod sse;
+pub mod truncate;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

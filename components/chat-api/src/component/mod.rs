@@ -4,9 +4,12 @@
 //! - `POST /v1/chat/completions`: chat (client, therapist, admin);
 //! - `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`: key admin (admin);
 //! - `GET /v1/chat/stats`: cache hit and miss counters (admin, auditor);
-//! - `GET /v1/chat/audit`: the chat audit trail (admin, auditor).
+//! - `GET /v1/chat/audit`: the chat audit trail (admin, auditor);
+//! - `PUT /v1/chat/tokenizers/{model}`: a model's context length and
+//!   tokenizer for truncation (admin).
 //!
-//! Chat pipeline: authenticate → parse (400) → role rules (403) → safety
+//! Chat pipeline: authenticate → parse (400) → role rules (403) → context
+//! truncation (when the model's tokenizer was uploaded) → safety
 //! screen → (risk: crisis reply, audit, no cache) → cache lookup
 //! (deterministic, non-streaming) → gpu-host pool → output filter → cache
 //! store. Inference is `therapy:inference/pool` (wit/inference.wit), a
@@ -15,6 +18,7 @@
 
 mod safety;
 mod store;
+mod tokens;
 
 mod inference {
     wit_bindgen::generate!({ path: "../../wit/inference.wit", world: "pool-user", generate_all });
@@ -130,6 +134,17 @@ async fn serve(req: Request) -> Result<Reply, ApiError> {
             let ev = store::AuditEvent { caller: &caller, action: "key.revoke", client_id: None, session_id: None, outcome: "ok", detail: json!({ "key_id": id }) };
             store::retry_busy(|| store::audit(&db, ev.clone(), now())).await?;
             json_reply(200, json!({ "id": id, "revoked": true }).to_string(), &[])
+        }
+        p if p.starts_with("/v1/chat/tokenizers/") && is(http::Method::PUT) => {
+            keys::require_admin(caller.role)?;
+            let model = &p["/v1/chat/tokenizers/".len()..];
+            if model.is_empty() || model.len() > 128 || !model.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::bad_request("the model name must be 1 to 128 printable ASCII characters"));
+            }
+            let model = model.to_string();
+            let body = web::read_body(req).await?;
+            let context_tokens = tokens::put(&open_kv().await?, &model, &body).await?;
+            json_reply(200, json!({ "model": model, "context_tokens": context_tokens }).to_string(), &[])
         }
         "/v1/chat/stats" if is(http::Method::GET) => {
             require_oversight(caller.role)?;
@@ -283,15 +298,24 @@ async fn complete(body: &[u8]) -> Result<(u16, Vec<u8>), ApiError> {
 
 async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, caller: &Caller) -> Result<Reply, ApiError> {
     let body = web::read_body(req).await?;
-    let call = chat::parse(&body)?;
+    let mut call = chat::parse(&body)?;
     let client_id = keys::chat_client(caller.role, caller.client_id.as_deref(), call.client_id.as_deref())?;
+    let kv = open_kv().await?;
+
+    // Fit the conversation into the model's context (when its tokenizer
+    // was uploaded), counted with the model's own tokenizer.
+    let mut truncated = 0;
+    if let Some(profile) = tokens::load(&kv, &call.model).await? {
+        let budget = crate::truncate::budget(profile.context_tokens, &call.upstream);
+        truncated = crate::truncate::truncate(&mut call.upstream, budget, |t| profile.count(t))?;
+    }
+    let truncated = truncated.to_string();
     // Safety screen first: on risk the model is not the only answer.
     let assessment = screen::classify(&call.last_user_text);
     if assessment.risk || assessment.escalate {
         return crisis_reply(&call, cfg, db, caller, client_id.as_deref(), &assessment).await;
     }
 
-    let kv = open_kv().await?;
     let cache_key = (call.deterministic && !call.stream).then(|| cache::entry_key(&cfg.secret, &caller.tenant, &call));
     if let Some(key) = &cache_key {
         let ns = cache::namespace(&cfg.secret, &caller.tenant);
@@ -302,7 +326,7 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
         if let Some(body) = hit {
             bump(&kv, "chat-stats/cache_hits").await;
             bump(&kv, &format!("{ns}/stats/hits")).await;
-            return json_reply(200, body, &[("x-cache", "hit")]);
+            return json_reply(200, body, &[("x-cache", "hit"), ("x-context-truncated", &truncated)]);
         }
         bump(&kv, "chat-stats/cache_misses").await;
         bump(&kv, &format!("{ns}/stats/misses")).await;
@@ -329,7 +353,7 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
             let _ = kv.set(key, &raw).await;
         }
     }
-    json_reply(200, out, &[("x-cache", if cache_key.is_some() { "miss" } else { "bypass" })])
+    json_reply(200, out, &[("x-cache", if cache_key.is_some() { "miss" } else { "bypass" }), ("x-context-truncated", &truncated)])
 }
 
 /// Passes the gpu-host's SSE stream through the output filter
