@@ -352,7 +352,8 @@ fn every_endpoint_end_to_end() {
     }
     let r = a.get(&format!("/v1/clients/{c}/report?from=2024-01-01&to=2024-06-30&format=html"), &t1);
     expect(&r, 200, "report html");
-    assert!(r.text.starts_with("<!doctype html>") && r.text.matches("<svg").count() >= 3, "HTML with SVG charts");
+    assert!(r.text.starts_with("<!doctype html>") && r.text.matches("<svg").count() >= 4, "HTML with SVG charts");
+    assert!(r.text.contains(r#"aria-label="mean self-reported mood (0-10) per period""#), "the mood chart plots self-reported mood");
     let r = a.get(&format!("/v1/clients/{c}/history-context"), &t1);
     expect(&r, 200, "history context");
     assert_eq!(r.body["session_count"], 2);
@@ -403,7 +404,21 @@ fn every_endpoint_end_to_end() {
     expect(&a.get("/v1/clients", &t1), 401, "token ended");
 }
 
-/// Every role against every endpoint: allowed (2xx) or denied (403), as specified.
+/// The operations the served OpenAPI document lists, as "METHOD /template".
+fn documented_operations(a: &App) -> std::collections::BTreeSet<String> {
+    let r = a.call(Method::GET, "/v1/openapi.json", None, None);
+    expect(&r, 200, "openapi");
+    let mut ops = std::collections::BTreeSet::new();
+    for (path, item) in r.body["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            ops.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    ops
+}
+
+/// Every role against every endpoint of the OpenAPI document: allowed (the
+/// exact 2xx) or denied (exactly 403), and without a token exactly 401.
 #[test]
 fn role_matrix() {
     let a = start(&[]);
@@ -424,69 +439,102 @@ fn role_matrix() {
     );
 
     let roles = [("admin", &admin), ("therapist", &therapist), ("stranger", &stranger), ("client", &client), ("auditor", &auditor)];
-    // (method, path, body, roles allowed) on the therapist's assigned client `own`.
-    type Case = (Method, String, Value, &'static [&'static str]);
+    let mut covered = std::collections::BTreeSet::new();
+    // (operation template, method, path, body, status when allowed, roles allowed) on the therapist's assigned client `own`.
+    type Case = (&'static str, Method, String, Value, u16, &'static [&'static str]);
     let c = own.clone();
+    let all: &[&str] = &["admin", "therapist", "stranger", "client", "auditor"];
     let cases = |tag: &str| -> Vec<Case> {
         vec![
-            (Method::POST, "/v1/users".into(), json!({"username": format!("u-{tag}"), "password": PASSWORD, "role": "auditor"}), &["admin"]),
-            (Method::GET, "/v1/users".into(), Value::Null, &["admin"]),
-            (Method::POST, "/v1/assignments".into(), json!({"therapist_id": t_id, "client_id": other}), &["admin"]),
-            (Method::POST, "/v1/admin/retention".into(), json!({}), &["admin"]),
-            (Method::POST, "/v1/clients".into(), json!({"display_name": "N"}), &["therapist", "stranger"]),
-            (Method::GET, "/v1/clients".into(), Value::Null, &["admin", "therapist", "stranger"]),
-            (Method::GET, format!("/v1/clients/{c}"), Value::Null, &["therapist", "client"]),
-            (Method::POST, format!("/v1/clients/{c}/sessions"), json!({"kind": "session", "date": "2024-01-02", "summary": "s"}), &["therapist"]),
-            (Method::POST, format!("/v1/clients/{c}/sessions"), json!({"kind": "journal", "date": "2024-01-02", "summary": "j"}), &["client"]),
-            (Method::GET, format!("/v1/clients/{c}/sessions"), Value::Null, &["therapist", "client"]),
-            (Method::GET, format!("/v1/clients/{c}/sessions/{entry}"), Value::Null, &["therapist", "client"]),
-            (Method::POST, format!("/v1/clients/{c}/measures"), phq9([1; 9], "2024-01-03"), &["therapist", "client"]),
-            (Method::GET, format!("/v1/clients/{c}/measures"), Value::Null, &["therapist", "client"]),
-            (Method::POST, format!("/v1/clients/{c}/goals"), json!({"description": "g2"}), &["therapist"]),
-            (Method::GET, format!("/v1/clients/{c}/goals"), Value::Null, &["therapist", "client"]),
-            (Method::PATCH, format!("/v1/clients/{c}/goals/{goal}"), json!({"achievement_status": "improving"}), &["therapist"]),
-            (Method::POST, format!("/v1/clients/{c}/goals/{goal}/milestones"), json!({"description": "m2"}), &["therapist"]),
-            (Method::PATCH, format!("/v1/clients/{c}/goals/{goal}/milestones/{ms}"), json!({"achieved": true}), &["therapist"]),
-            (Method::GET, format!("/v1/clients/{c}/trends"), Value::Null, &["therapist", "client"]),
-            (Method::GET, format!("/v1/clients/{c}/report"), Value::Null, &["therapist", "client"]),
-            (Method::GET, format!("/v1/clients/{c}/report?format=html"), Value::Null, &["therapist", "client"]),
-            (Method::GET, format!("/v1/clients/{c}/history-context"), Value::Null, &["therapist", "client"]),
-            (Method::GET, format!("/v1/clients/{c}/export"), Value::Null, &["therapist", "client"]),
-            (Method::GET, "/v1/audit".into(), Value::Null, &["auditor"]),
-            (Method::GET, "/v1/audit/verify".into(), Value::Null, &["auditor"]),
-            (Method::GET, "/v1/break-glass".into(), Value::Null, &["auditor"]),
+            ("/v1/openapi.json", Method::GET, "/v1/openapi.json".into(), Value::Null, 200, all),
+            ("/v1/auth/me", Method::GET, "/v1/auth/me".into(), Value::Null, 200, all),
+            ("/v1/users", Method::POST, "/v1/users".into(), json!({"username": format!("u-{tag}"), "password": PASSWORD, "role": "auditor"}), 201, &["admin"]),
+            ("/v1/users", Method::GET, "/v1/users".into(), Value::Null, 200, &["admin"]),
+            ("/v1/assignments", Method::POST, "/v1/assignments".into(), json!({"therapist_id": t_id, "client_id": other}), 201, &["admin"]),
+            ("/v1/admin/retention", Method::POST, "/v1/admin/retention".into(), json!({}), 200, &["admin"]),
+            ("/v1/clients", Method::POST, "/v1/clients".into(), json!({"display_name": "N"}), 201, &["therapist", "stranger"]),
+            ("/v1/clients", Method::GET, "/v1/clients".into(), Value::Null, 200, &["admin", "therapist", "stranger"]),
+            ("/v1/clients/{client_id}", Method::GET, format!("/v1/clients/{c}"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/sessions", Method::POST, format!("/v1/clients/{c}/sessions"), json!({"kind": "session", "date": "2024-01-02", "summary": "s"}), 201, &["therapist"]),
+            ("/v1/clients/{client_id}/sessions", Method::POST, format!("/v1/clients/{c}/sessions"), json!({"kind": "journal", "date": "2024-01-02", "summary": "j"}), 201, &["client"]),
+            ("/v1/clients/{client_id}/sessions", Method::GET, format!("/v1/clients/{c}/sessions"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/sessions/{entry_id}", Method::GET, format!("/v1/clients/{c}/sessions/{entry}"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/measures", Method::POST, format!("/v1/clients/{c}/measures"), phq9([1; 9], "2024-01-03"), 201, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/measures", Method::GET, format!("/v1/clients/{c}/measures"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/goals", Method::POST, format!("/v1/clients/{c}/goals"), json!({"description": "g2"}), 201, &["therapist"]),
+            ("/v1/clients/{client_id}/goals", Method::GET, format!("/v1/clients/{c}/goals"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/goals/{goal_id}", Method::PATCH, format!("/v1/clients/{c}/goals/{goal}"), json!({"achievement_status": "improving"}), 200, &["therapist"]),
+            ("/v1/clients/{client_id}/goals/{goal_id}/milestones", Method::POST, format!("/v1/clients/{c}/goals/{goal}/milestones"), json!({"description": "m2"}), 201, &["therapist"]),
+            ("/v1/clients/{client_id}/goals/{goal_id}/milestones/{milestone_id}", Method::PATCH, format!("/v1/clients/{c}/goals/{goal}/milestones/{ms}"), json!({"achieved": true}), 200, &["therapist"]),
+            ("/v1/clients/{client_id}/trends", Method::GET, format!("/v1/clients/{c}/trends"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/report", Method::GET, format!("/v1/clients/{c}/report"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/report", Method::GET, format!("/v1/clients/{c}/report?format=html"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/history-context", Method::GET, format!("/v1/clients/{c}/history-context"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/clients/{client_id}/export", Method::GET, format!("/v1/clients/{c}/export"), Value::Null, 200, &["therapist", "client"]),
+            ("/v1/audit", Method::GET, "/v1/audit".into(), Value::Null, 200, &["auditor"]),
+            ("/v1/audit/verify", Method::GET, "/v1/audit/verify".into(), Value::Null, 200, &["auditor"]),
+            ("/v1/break-glass", Method::GET, "/v1/break-glass".into(), Value::Null, 200, &["auditor"]),
         ]
     };
     let mut checked = 0;
+    let check = |role: &str, token: Option<&str>, method: &Method, path: &str, body: &Value, ok: u16, allowed: &[&str]| {
+        let r = a.call(method.clone(), path, token, (!body.is_null()).then_some(body));
+        if path == "/v1/openapi.json" {
+            assert_eq!(r.status, 200, "{role} {method} {path}: {}", r.text);
+        } else if token.is_none() {
+            assert_eq!(r.status, 401, "{method} {path} without a token: {}", r.text);
+        } else if allowed.contains(&role) {
+            assert_eq!(r.status, ok, "{role} {method} {path} should be allowed: {}", r.text);
+        } else {
+            assert_eq!(r.status, 403, "{role} {method} {path} should be denied: {}", r.text);
+        }
+    };
+    for (template, method, path, body, _, _) in cases("anon") {
+        check("anonymous", None, &method, &path, &body, 0, &[]);
+        covered.insert(format!("{method} {template}"));
+        checked += 1;
+    }
     for (role, token) in roles {
-        for (method, path, body, allowed) in cases(role) {
-            let r = a.call(method.clone(), &path, Some(token), (!body.is_null()).then_some(&body));
-            if allowed.contains(&role) {
-                assert!((200..300).contains(&r.status), "{role} {method} {path} should be allowed: {} {}", r.status, r.text);
-            } else {
-                assert_eq!(r.status, 403, "{role} {method} {path} should be denied: {}", r.text);
-            }
+        for (_, method, path, body, ok, allowed) in cases(role) {
+            check(role, Some(token), &method, &path, &body, ok, allowed);
             checked += 1;
         }
     }
-    // Amendment (needs a fresh latest version each time), archive and erasure (destructive), break-glass and unassign.
-    for (role, token) in roles {
+    // Amendment (needs a fresh latest version each time), archive and erasure (destructive), break-glass, its review and unassign.
+    for (role, token) in roles.iter().copied().map(|(r, t)| (r, Some(t.as_str()))).chain([("anonymous", None)]) {
         let latest = a.get(&format!("/v1/clients/{own}/sessions/{entry}"), &therapist).body["current"]["id"].as_str().unwrap().to_string();
-        let r = a.post(&format!("/v1/clients/{own}/sessions/{latest}/amendments"), token, json!({"date": "2024-01-01", "summary": "s2", "amendment_reason": "fix"}));
-        assert_eq!(r.status == 201, role == "therapist", "{role} amend: {}", r.text);
-        assert!(r.status == 201 || r.status == 403);
-        let r = a.post("/v1/break-glass", token, json!({"client_id": own, "reason": "emergency review needed now"}));
-        assert_eq!(r.status == 201, matches!(role, "therapist" | "stranger"), "{role} break-glass: {}", r.text);
+        let path = format!("/v1/clients/{own}/sessions/{latest}/amendments");
+        check(role, token, &Method::POST, &path, &json!({"date": "2024-01-01", "summary": "s2", "amendment_reason": "fix"}), 201, &["therapist"]);
+        covered.insert("POST /v1/clients/{client_id}/sessions/{entry_id}/amendments".to_string());
+        check(role, token, &Method::POST, "/v1/break-glass", &json!({"client_id": own, "reason": "emergency review needed now"}), 201, &["therapist", "stranger"]);
+        covered.insert("POST /v1/break-glass".to_string());
+        let grant = a.post("/v1/break-glass", &stranger, json!({"client_id": other, "reason": "emergency review needed now"}));
+        expect(&grant, 201, "grant to review");
+        let path = format!("/v1/break-glass/{}/review", grant.body["id"].as_str().unwrap());
+        check(role, token, &Method::POST, &path, &json!({}), 200, &["auditor"]);
+        covered.insert("POST /v1/break-glass/{grant_id}/review".to_string());
         let victim = a.new_client(&therapist, "Victim");
-        let r = a.post(&format!("/v1/clients/{victim}/archive"), token, json!({}));
-        assert_eq!(r.status == 200, role == "therapist", "{role} archive: {}", r.text);
-        let r = a.post(&format!("/v1/clients/{victim}/erase"), token, json!({"confirm_client_id": victim}));
-        assert_eq!(r.status == 200, role == "admin", "{role} erase: {}", r.text);
-        let r = a.call(Method::DELETE, &format!("/v1/assignments/{t_id}/{other}"), Some(token), None);
-        assert_eq!(r.status == 200, role == "admin", "{role} unassign: {}", r.text);
+        check(role, token, &Method::POST, &format!("/v1/clients/{victim}/archive"), &json!({}), 200, &["therapist"]);
+        covered.insert("POST /v1/clients/{client_id}/archive".to_string());
+        check(role, token, &Method::POST, &format!("/v1/clients/{victim}/erase"), &json!({"confirm_client_id": victim}), 200, &["admin"]);
+        covered.insert("POST /v1/clients/{client_id}/erase".to_string());
+        check(role, token, &Method::DELETE, &format!("/v1/assignments/{t_id}/{other}"), &Value::Null, 200, &["admin"]);
+        covered.insert("DELETE /v1/assignments/{therapist_id}/{client_id}".to_string());
         a.post("/v1/assignments", &admin, json!({"therapist_id": t_id, "client_id": other}));
-        checked += 5;
+        checked += 6;
     }
+    // Sign-in is open to all; sign-out ends only the caller's own session, for every role.
+    let r = a.call(Method::POST, "/v1/auth/login", None, Some(&json!({"username": "aud", "password": "wrong-password-x"})));
+    expect(&r, 401, "login with a wrong password");
+    covered.insert("POST /v1/auth/login".to_string());
+    check("anonymous", None, &Method::POST, "/v1/auth/logout", &json!({}), 0, &[]);
+    for (role, username) in [("admin", "admin"), ("therapist", "t.assigned"), ("stranger", "t.other"), ("client", "client.own"), ("auditor", "aud")] {
+        let token = if role == "admin" { a.admin() } else { a.login(username, PASSWORD) };
+        check(role, Some(&token), &Method::POST, "/v1/auth/logout", &json!({}), 200, all);
+        expect(&a.get("/v1/auth/me", &token), 401, "signed out");
+        checked += 2;
+    }
+    covered.insert("POST /v1/auth/logout".to_string());
     // A client cannot read another client's record, even with the same role.
     expect(&a.get(&format!("/v1/clients/{other}"), &client), 403, "client on other record");
     // Break-glass gave the stranger access; it is flagged.
@@ -494,7 +542,55 @@ fn role_matrix() {
     expect(&r, 200, "stranger under break-glass");
     let audit = a.get("/v1/audit?break_glass=true&limit=1000", &auditor);
     assert!(!audit.body["entries"].as_array().unwrap().is_empty());
-    println!("role matrix: {checked} role x endpoint checks");
+    // Every operation of the API was exercised.
+    let documented = documented_operations(&a);
+    let missing: Vec<_> = documented.difference(&covered).collect();
+    let unknown: Vec<_> = covered.difference(&documented).collect();
+    assert!(missing.is_empty() && unknown.is_empty(), "not covered: {missing:?}; not documented: {unknown:?}");
+    println!("role matrix: {checked} role x endpoint checks over {} operations", documented.len());
+}
+
+/// The OpenAPI document lists exactly the operations the router serves: each
+/// documented one is routed (never "no such endpoint" / 405), and anything else is not.
+#[test]
+fn openapi_lists_exactly_the_served_operations() {
+    let a = start(&[]);
+    let admin = a.admin();
+    let id = "00000000-0000-4000-8000-000000000000";
+    let documented = documented_operations(&a);
+    assert_eq!(documented.len(), 34, "{documented:?}");
+    let not_routed = |r: &Resp| r.status == 405 || (r.status == 404 && r.body["message"].as_str().is_some_and(|m| m.starts_with("no such endpoint")));
+    let mut paths = std::collections::BTreeSet::new();
+    for op in &documented {
+        let (method, template) = op.split_once(' ').unwrap();
+        let path = template.split('/').map(|seg| if seg.starts_with('{') { id } else { seg }).collect::<Vec<_>>().join("/");
+        paths.insert(path.clone());
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+        let token = (template != "/v1/auth/logout").then_some(admin.as_str());
+        let r = a.call(method.clone(), &path, token, body.as_ref());
+        assert!(!not_routed(&r) && r.status != 500, "{method} {path} is documented but not routed: {} {}", r.status, r.text);
+    }
+    // Methods the document does not list on its paths are refused.
+    for path in &paths {
+        for method in [Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+            let template_ops: Vec<&String> = documented
+                .iter()
+                .filter(|op| {
+                    let (m, t) = op.split_once(' ').unwrap();
+                    m == method.as_str() && t.split('/').map(|seg| if seg.starts_with('{') { id } else { seg }).collect::<Vec<_>>().join("/") == *path
+                })
+                .collect();
+            if template_ops.is_empty() {
+                let r = a.call(method.clone(), path, Some(&admin), None);
+                assert_eq!(r.status, 405, "{method} {path} is not documented: {}", r.text);
+            }
+        }
+    }
+    for path in ["/v1", "/v1/nothing", "/v1/clients/x/y", "/v1/clients//sessions", "/v1/audit/verify/x", "/v1/openapi.json/x"] {
+        let r = a.get(path, &admin);
+        assert!(r.status == 404 && not_routed(&r), "{path}: {} {}", r.status, r.text);
+    }
 }
 
 /// Known PHI markers written through the API appear in no database file, WAL,
@@ -544,6 +640,65 @@ fn phi_never_leaks_to_storage_logs_or_errors() {
     let r = a.raw_post(&format!("/v1/clients/{c}/sessions"), &t, &format!("{{\"summary\": \"{}\", ", m("BROKENJSON")));
     assert_eq!(r.status, 400);
     assert!(!r.text.contains("PHIMARK"), "{}", r.text);
+    // Enum values and unknown keys carrying markers: serde quotes those in
+    // backticks; the message names the field and the accepted values only.
+    let r = a.post(&format!("/v1/clients/{c}/goals"), &t, json!({"description": "g"}));
+    let g2 = r.body["id"].as_str().unwrap().to_string();
+    for (method, path, body) in [
+        (Method::POST, format!("/v1/clients/{c}/sessions"), json!({"date": "2024-02-02", "summary": "s", "risk_flags": ["crisis", m("RISKERR")]})),
+        (Method::POST, format!("/v1/clients/{c}/sessions"), json!({"date": "2024-02-02", "summary": "s", "kind": m("KINDERR")})),
+        (Method::POST, format!("/v1/clients/{c}/goals"), json!({"description": "g", "lifecycle_status": m("LIFECYCLEERR")})),
+        (Method::PATCH, format!("/v1/clients/{c}/goals/{g2}"), json!({"lifecycle_status": m("LIFECYCLEPATCH")})),
+        (Method::PATCH, format!("/v1/clients/{c}/goals/{g2}"), json!({"achievement_status": m("ACHIEVEMENTERR")})),
+        (Method::PATCH, format!("/v1/clients/{c}/goals/{g2}"), json!({m("PATCHKEY"): "x"})),
+        (Method::POST, "/v1/clients".to_string(), json!({"display_name": "n", m("CLIENTKEY"): 1})),
+        (Method::POST, format!("/v1/clients/{c}/sessions"), json!({"date": "2024-02-02", "summary": "s", m("ENTRYKEY"): 1})),
+    ] {
+        let r = a.call(method.clone(), &path, Some(&t), Some(&body));
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text);
+        assert!(!r.text.contains("PHIMARK"), "error message echoes PHI: {}", r.text);
+        let msg = r.body["message"].as_str().unwrap();
+        assert!(msg.contains("`<value>`") && msg.contains("expected"), "names the problem, not the value: {msg}");
+    }
+    // Ids in URL paths and bodies that are not ids (a name typed into the URL):
+    // 404 / 400, and the audit trail records "invalid-id", never the text.
+    let (_, auditor) = a.user(&admin, "leak.auditor", "auditor", None);
+    let bad = m("PATHID");
+    let entry_body = json!({"date": "2024-02-02", "summary": "s", "amendment_reason": "r"});
+    let none = Value::Null;
+    for (method, path, token, body) in [
+        (Method::GET, format!("/v1/clients/{bad}"), &t, &none),
+        (Method::GET, format!("/v1/clients/{}", m("PATH%20NAME")), &t, &none),
+        (Method::GET, format!("/v1/clients/{bad}/report"), &t, &none),
+        (Method::POST, format!("/v1/clients/{bad}/sessions"), &t, &json!({"date": "2024-02-02", "summary": "s"})),
+        (Method::GET, format!("/v1/clients/{c}/sessions/{bad}"), &t, &none),
+        (Method::POST, format!("/v1/clients/{c}/sessions/{bad}/amendments"), &t, &entry_body),
+        (Method::PATCH, format!("/v1/clients/{c}/goals/{bad}"), &t, &json!({"achievement_status": "improving"})),
+        (Method::POST, format!("/v1/clients/{c}/goals/{bad}/milestones"), &t, &json!({"description": "d"})),
+        (Method::PATCH, format!("/v1/clients/{c}/goals/{g2}/milestones/{bad}"), &t, &json!({"achieved": true})),
+        (Method::POST, format!("/v1/clients/{bad}/archive"), &t, &json!({})),
+        (Method::POST, format!("/v1/break-glass/{bad}/review"), &auditor, &json!({})),
+        (Method::DELETE, format!("/v1/assignments/{bad}/{bad}"), &admin, &none),
+        (Method::POST, format!("/v1/clients/{bad}/erase"), &admin, &json!({"confirm_client_id": bad})),
+    ] {
+        let r = a.call(method.clone(), &path, Some(token), (!body.is_null()).then_some(body));
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
+        assert!(!r.text.contains("PHIMARK"), "{}", r.text);
+    }
+    for (path, token, body) in [
+        ("/v1/assignments", &admin, json!({"therapist_id": m("BODYTHERAPIST"), "client_id": m("BODYCLIENT")})),
+        ("/v1/break-glass", &t2, json!({"client_id": m("BODYGRANT"), "reason": "an emergency, assigned therapist away"})),
+        ("/v1/users", &admin, json!({"username": "x.client", "password": PASSWORD, "role": "client", "client_id": m("BODYUSER")})),
+    ] {
+        let r = a.post(path, token, body);
+        assert!(r.status == 400 || r.status == 404, "{path}: {}", r.text);
+        assert!(!r.text.contains("PHIMARK"), "{}", r.text);
+    }
+    let audit = a.get("/v1/audit?limit=1000", &auditor);
+    expect(&audit, 200, "audit");
+    assert!(!audit.text.contains("PHIMARK"), "the audit trail records typed ids");
+    let invalid = audit.body["entries"].as_array().unwrap().iter().filter(|e| e["client_id"] == "invalid-id" || e["resource_id"] == "invalid-id").count();
+    assert!(invalid >= 13, "the bad ids are audited as invalid-id: {invalid}");
     // Reads go through too, so any caching of plaintext would show.
     expect(&a.get(&format!("/v1/clients/{c}/report?format=html"), &t), 200, "report");
     expect(&a.get(&format!("/v1/clients/{c}/export"), &t), 200, "export");
@@ -558,7 +713,13 @@ fn phi_never_leaks_to_storage_logs_or_errors() {
         assert_eq!(count_hits(&bytes, b"1971-07-23"), 0, "date of birth found in {}", f.display());
         scanned.push(format!("{} ({} bytes)", f.file_name().unwrap().to_string_lossy(), bytes.len()));
     }
-    assert!(scanned.iter().any(|s| s.starts_with("sqlite_db.db")), "{scanned:?}");
+    // The database, its WAL (where recent pages live) and the key-value store were all read.
+    for file in ["sqlite_db.db", "sqlite_db.db-wal", "key_value.db"] {
+        assert!(
+            scanned.iter().any(|s| s.starts_with(&format!("{file} (")) && !s.ends_with("(0 bytes)")),
+            "{file} was not scanned (or empty): {scanned:?}"
+        );
+    }
     let logs = a.host.stderr();
     assert_eq!(count_hits(logs.as_bytes(), b"PHIMARK"), 0, "PHI marker in the logs");
     println!("leak scan: 0 hits in {scanned:?} and {} bytes of logs", logs.len());
@@ -895,4 +1056,336 @@ fn ten_year_history_reports() {
         ten_times[0],
         html.elapsed,
     );
+}
+
+/// Holds the write lock of a libsql file from another process-like connection
+/// until the returned sender is dropped or sent to.
+fn hold_write_lock(db: PathBuf) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        sql(&db, async |conn| {
+            conn.execute("BEGIN EXCLUSIVE", ()).await.unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            conn.execute("ROLLBACK", ()).await.unwrap();
+        })
+    });
+    locked_rx.recv().expect("lock taken");
+    (release_tx, h)
+}
+
+fn kv_anchor_seq(data_dir: &Path) -> i64 {
+    sql(&data_dir.join("key_value.db"), async |conn| {
+        let mut rows = conn.query("SELECT value FROM spin_key_value WHERE key = 'audit/head'", ()).await.unwrap();
+        let bytes: Vec<u8> = rows.next().await.unwrap().expect("anchor stored").get(0).unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["seq"].as_i64().unwrap()
+    })
+}
+
+fn max_audit_seq(db: &Path) -> i64 {
+    sql(db, async |conn| {
+        let mut rows = conn.query("SELECT MAX(seq) FROM audit_log", ()).await.unwrap();
+        rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap()
+    })
+}
+
+/// A read whose audit entry cannot be written is not answered: 503, no data;
+/// writes are not committed either. Once the audit trail works again, so does the API.
+#[test]
+fn reads_fail_closed_when_the_audit_trail_cannot_be_written() {
+    let a = start(&[]);
+    let admin = a.admin();
+    let (_, t) = a.user(&admin, "closed.therapist", "therapist", None);
+    let (_, t2) = a.user(&admin, "closed.other", "therapist", None);
+    let (_, auditor) = a.user(&admin, "closed.auditor", "auditor", None);
+    let c = a.new_client(&t, "PHIMARKCLOSEDZQX");
+    expect(&a.post(&format!("/v1/clients/{c}/sessions"), &t, json!({"date": "2024-02-02", "summary": "PHIMARKNOTEZQX", "mood": 4})), 201, "entry");
+    expect(&a.post("/v1/break-glass", &t2, json!({"client_id": c, "reason": "PHIMARK emergency ZQX reason"})), 201, "grant");
+    expect(&a.get(&format!("/v1/clients/{c}"), &t), 200, "read works");
+    let db = a.db_path();
+    let run = |q: &str| sql(&db, async |conn| conn.execute_batch(q).await.map(|_| ()).unwrap());
+    run("CREATE TRIGGER audit_blocked BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit trail unavailable'); END");
+    for (path, token) in [
+        (format!("/v1/clients/{c}"), &t),
+        (format!("/v1/clients/{c}/sessions"), &t),
+        (format!("/v1/clients/{c}/report?format=html"), &t),
+        (format!("/v1/clients/{c}/export"), &t),
+        (format!("/v1/clients/{c}/history-context"), &t),
+        ("/v1/clients".to_string(), &t),
+        ("/v1/break-glass".to_string(), &auditor),
+    ] {
+        let r = a.get(&path, token);
+        assert_eq!(r.status, 503, "GET {path} without an audit trail: {}", r.text);
+        assert!(!r.text.contains("PHIMARK"), "GET {path} answered data it could not audit: {}", r.text);
+    }
+    let r = a.post(&format!("/v1/clients/{c}/measures"), &t, phq9([1; 9], "2024-02-02"));
+    assert!(r.status >= 500, "a write without its audit entry: {}", r.text);
+    run("DROP TRIGGER audit_blocked");
+    let r = a.get(&format!("/v1/clients/{c}"), &t);
+    expect(&r, 200, "read works again");
+    assert_eq!(r.body["display_name"], "PHIMARKCLOSEDZQX");
+    assert_eq!(a.get(&format!("/v1/clients/{c}/measures"), &t).body["measures"].as_array().unwrap().len(), 0, "the write was not committed");
+    assert_eq!(a.get("/v1/audit/verify", &auditor).body["ok"], true);
+    assert_eq!(count_hits(a.host.stderr().as_bytes(), b"PHIMARK"), 0, "PHI in the logs");
+}
+
+/// The chain head anchor in the key-value store never moves backwards under
+/// concurrent requests (so tail truncation is always caught), and a failing
+/// key-value store after the commit is logged, not answered as an error.
+#[test]
+fn audit_anchor_is_monotonic_and_its_failure_is_not_a_request_failure() {
+    let a = start(&[]);
+    let admin = a.admin();
+    let (_, t) = a.user(&admin, "anchor.therapist", "therapist", None);
+    let (_, auditor) = a.user(&admin, "anchor.auditor", "auditor", None);
+    let c = a.new_client(&t, "Anchor");
+    let db = a.db_path();
+    // Two concurrent clients: edge-host runs SQLite calls on its (2) async
+    // workers, so more concurrent writers than workers can starve the lock
+    // holder into "database is busy" (an edge-host limit, not this component's).
+    let t_start = Instant::now();
+    for round in 0..4 {
+        std::thread::scope(|scope| {
+            for w in 0..2 {
+                let (a, t, c) = (&a, &t, &c);
+                scope.spawn(move || {
+                    for i in 0..30 {
+                        let r = if (w + i) % 3 == 0 {
+                            a.post(&format!("/v1/clients/{c}/measures"), t, phq9([1; 9], "2024-02-02"))
+                        } else {
+                            a.get(&format!("/v1/clients/{c}"), t)
+                        };
+                        assert!(r.status == 200 || r.status == 201, "{}", r.text);
+                    }
+                });
+            }
+        });
+        let (anchor, head) = (kv_anchor_seq(&a.app.data_dir), max_audit_seq(&db));
+        assert_eq!(anchor, head, "round {round}: the anchor lags behind the chain head (moved backwards)");
+        println!("concurrent anchor round {round}: {:?} since the start", t_start.elapsed());
+    }
+    // Two anchor updates stalled together (the key-value store is locked by
+    // someone else), then released at once: the later entry's anchor must win
+    // whichever update the store lets through first.
+    // (The release time varies per round: which stalled update the store lets
+    // through first depends on where each waiter is in its busy-retry sleep.)
+    let t0 = Instant::now();
+    for round in 0..6u64 {
+        let (release, h) = hold_write_lock(a.app.data_dir.join("key_value.db"));
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| a.get(&format!("/v1/clients/{c}"), &t));
+            std::thread::sleep(Duration::from_millis(300));
+            let second = scope.spawn(|| a.get(&format!("/v1/clients/{c}"), &t));
+            std::thread::sleep(Duration::from_millis(600 + 17 * round));
+            let _ = release.send(());
+            expect(&first.join().unwrap(), 200, "first stalled read");
+            expect(&second.join().unwrap(), 200, "second stalled read");
+        });
+        h.join().unwrap();
+        let (anchor, head) = (kv_anchor_seq(&a.app.data_dir), max_audit_seq(&db));
+        assert_eq!(anchor, head, "stalled round {round}: the anchor moved backwards");
+        println!("stalled anchor round {round}: {:?} since the start", t0.elapsed());
+    }
+    assert_eq!(a.get("/v1/audit/verify", &auditor).body["ok"], true);
+    // Truncating the newest entry is caught by the anchor.
+    let head = max_audit_seq(&db);
+    sql(&db, async |conn| conn.execute("DELETE FROM audit_log WHERE seq = ?1", [head]).await.unwrap());
+    let v = a.get("/v1/audit/verify", &auditor).body;
+    assert_eq!(v["ok"], false, "{v}");
+
+    // The key-value store is locked by someone else: the write commits and is answered 201.
+    let b = start(&[]);
+    let admin = b.admin();
+    let (_, t) = b.user(&admin, "anchor.t2", "therapist", None);
+    let (_, auditor) = b.user(&admin, "anchor.a2", "auditor", None);
+    let c = b.new_client(&t, "Anchor Two");
+    let (release, h) = hold_write_lock(b.app.data_dir.join("key_value.db"));
+    let r = b.post(&format!("/v1/clients/{c}/measures"), &t, phq9([2; 9], "2024-02-02"));
+    let _ = release.send(());
+    h.join().unwrap();
+    expect(&r, 201, "a committed write is not a failure because the anchor could not move");
+    assert!(b.host.stderr().contains("audit anchor not advanced"), "the failure is logged");
+    assert_eq!(b.get(&format!("/v1/clients/{c}/measures"), &t).body["measures"].as_array().unwrap().len(), 1);
+    let v = b.get("/v1/audit/verify", &auditor).body;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(kv_anchor_seq(&b.app.data_dir), max_audit_seq(&b.db_path()), "the next entry moved the anchor on");
+}
+
+/// An app with an assigned therapist, a stranger therapist, an auditor and
+/// two clients of the assigned therapist: (app, admin, stranger id, stranger, auditor, [c1, c2]).
+fn break_glass_app(extra_env: &[(&str, &str)]) -> (App, String, String, String, String, [String; 2]) {
+    let a = start(extra_env);
+    let admin = a.admin();
+    let (_, t) = a.user(&admin, "bg.assigned", "therapist", None);
+    let (s_id, stranger) = a.user(&admin, "bg.stranger", "therapist", None);
+    let (_, auditor) = a.user(&admin, "bg.auditor", "auditor", None);
+    let c = a.new_client(&t, "Emergency");
+    let c2 = a.new_client(&t, "Emergency Two");
+    (a, admin, s_id, stranger, auditor, [c, c2])
+}
+
+const BG_REASON: &str = "Client in crisis, assigned therapist unreachable";
+
+/// Opening a grant is flagged for review (`?break_glass=true`) like the
+/// accesses under it, and the grant expires on time (break_glass_seconds).
+#[test]
+fn break_glass_opening_is_flagged_and_the_grant_expires() {
+    let (a, _admin, s_id, stranger, auditor, [c, _]) = break_glass_app(&[("SPIN_VARIABLE_BREAK_GLASS_SECONDS", "3")]);
+    expect(&a.get(&format!("/v1/clients/{c}"), &stranger), 403, "no access before the grant");
+    let r = a.post("/v1/break-glass", &stranger, json!({"client_id": c, "reason": BG_REASON}));
+    expect(&r, 201, "open");
+    let grant = r.body["id"].as_str().unwrap().to_string();
+    expect(&a.get(&format!("/v1/clients/{c}"), &stranger), 200, "access under the grant");
+    let r = a.get("/v1/audit?break_glass=true&limit=1000", &auditor);
+    let flagged = r.body["entries"].as_array().unwrap();
+    assert!(
+        flagged.iter().any(|e| e["action"] == "break-glass.open" && e["actor_id"] == s_id.as_str() && e["client_id"] == c.as_str() && e["outcome"] == "success"),
+        "the opening is flagged: {}",
+        r.text
+    );
+    assert!(flagged.iter().any(|e| e["action"] == "client.read" && e["client_id"] == c.as_str()));
+
+    std::thread::sleep(Duration::from_millis(3500));
+    expect(&a.get(&format!("/v1/clients/{c}"), &stranger), 403, "the grant expired");
+    let r = a.get("/v1/break-glass?pending=true", &auditor);
+    expect(&r, 200, "grants");
+    let g = r.body["grants"].as_array().unwrap().iter().find(|g| g["id"] == grant.as_str()).unwrap().clone();
+    assert_eq!(g["active"], false, "{g}");
+    assert_eq!(g["accesses"], 1, "one read under the grant; the opening is not an access: {g}");
+}
+
+/// The auditor reviews the decrypted justification; showing it discloses
+/// client data, so one audit entry per client whose reason was shown is written.
+#[test]
+fn break_glass_reasons_shown_to_auditors_are_audited_per_client() {
+    let (a, _admin, _, stranger, auditor, [c, c2]) = break_glass_app(&[]);
+    expect(&a.post("/v1/break-glass", &stranger, json!({"client_id": c, "reason": BG_REASON})), 201, "open");
+    expect(&a.post("/v1/break-glass", &stranger, json!({"client_id": c, "reason": "a second look, same night"})), 201, "open again");
+    expect(&a.post("/v1/break-glass", &stranger, json!({"client_id": c2, "reason": "second emergency, same night"})), 201, "open 2");
+    let r = a.get("/v1/break-glass", &auditor);
+    expect(&r, 200, "grants");
+    let grants = r.body["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 3);
+    assert!(grants.iter().any(|g| g["client_id"] == c.as_str() && g["reason"] == BG_REASON), "the auditor reviews the justification: {}", r.text);
+    let r = a.get("/v1/audit?limit=1000", &auditor);
+    let disclosures: Vec<&Value> = r.body["entries"].as_array().unwrap().iter().filter(|e| e["resource_type"] == "break-glass-reason").collect();
+    assert_eq!(disclosures.len(), 2, "one entry per client: {disclosures:?}");
+    for client in [&c, &c2] {
+        assert!(disclosures.iter().any(|e| e["client_id"] == client.as_str() && e["action"] == "break-glass.review" && e["outcome"] == "success"));
+    }
+    let doc = a.call(Method::GET, "/v1/openapi.json", None, None);
+    assert!(doc.body["paths"]["/v1/break-glass"]["get"]["description"].as_str().unwrap().contains("one audit entry per client"));
+}
+
+/// Erasure keeps a grant awaiting review (who, which client, when), and
+/// destroys only its sealed reason.
+#[test]
+fn erasure_keeps_break_glass_grants_for_review() {
+    let (a, admin, s_id, stranger, auditor, [c, _]) = break_glass_app(&[]);
+    let r = a.post("/v1/break-glass", &stranger, json!({"client_id": c, "reason": BG_REASON}));
+    expect(&r, 201, "open");
+    let grant = r.body["id"].as_str().unwrap().to_string();
+    expect(&a.get(&format!("/v1/clients/{c}/report"), &stranger), 200, "access under the grant");
+    let sealed = sql(&a.db_path(), async |conn| blobs(conn, "SELECT reason FROM break_glass WHERE id = ?1", &grant).await);
+    assert_eq!(sealed.len(), 1);
+    expect(&a.post(&format!("/v1/clients/{c}/erase"), &admin, json!({"confirm_client_id": c})), 200, "erase");
+    let r = a.get("/v1/break-glass?pending=true", &auditor);
+    expect(&r, 200, "grants");
+    let g = r.body["grants"].as_array().unwrap().iter().find(|g| g["id"] == grant.as_str()).cloned();
+    let g = g.unwrap_or_else(|| panic!("a grant awaiting review survives erasure: {}", r.text));
+    assert_eq!((g["client_id"].as_str(), g["user_id"].as_str(), &g["reason"]), (Some(c.as_str()), Some(s_id.as_str()), &Value::Null), "{g}");
+    assert_eq!(g["accesses"], 1, "{g}");
+    assert!(sql(&a.db_path(), async |conn| blobs(conn, "SELECT reason FROM break_glass WHERE id = ?1", &grant).await).is_empty(), "reason nulled");
+    for f in data_files(&a.app.data_dir) {
+        assert_eq!(count_hits(&std::fs::read(&f).unwrap(), &sealed[0][1..25]), 0, "sealed reason survives in {}", f.display());
+    }
+    expect(&a.post(&format!("/v1/break-glass/{grant}/review"), &auditor, json!({})), 200, "review after erasure");
+    assert_eq!(a.get("/v1/audit/verify", &auditor).body["ok"], true);
+}
+
+/// Retention erases a client archived longer than the record retention (and
+/// only that one); the audit chain still verifies.
+#[test]
+fn retention_erases_archived_clients_past_retention() {
+    let a = start(&[("SPIN_VARIABLE_RECORD_RETENTION_DAYS", "1")]);
+    let admin = a.admin();
+    let (_, t) = a.user(&admin, "ret.therapist", "therapist", None);
+    let (_, auditor) = a.user(&admin, "ret.auditor", "auditor", None);
+    let old = a.new_client(&t, "Archived Long Ago");
+    let recent = a.new_client(&t, "Archived Today");
+    let active = a.new_client(&t, "Active");
+    for c in [&old, &recent, &active] {
+        expect(&a.post(&format!("/v1/clients/{c}/sessions"), &t, json!({"date": "2024-02-02", "summary": "RETENTION-NOTE", "mood": 5})), 201, "entry");
+    }
+    expect(&a.post(&format!("/v1/clients/{old}/archive"), &t, json!({})), 200, "archive old");
+    expect(&a.post(&format!("/v1/clients/{recent}/archive"), &t, json!({})), 200, "archive recent");
+    // Two days pass for the old record.
+    sql(&a.db_path(), async |conn| conn.execute("UPDATE clients SET archived_at = archived_at - 2 * 86400 WHERE id = ?1", [old.as_str()]).await.unwrap());
+    let r = a.post("/v1/admin/retention", &admin, json!({}));
+    expect(&r, 200, "retention");
+    assert_eq!(r.body["erased_clients"], json!([old]), "{}", r.text);
+    assert_eq!(r.body["record_retention_days"], 1);
+    expect(&a.get(&format!("/v1/clients/{old}"), &t), 410, "erased");
+    let r = a.get(&format!("/v1/clients/{recent}"), &t);
+    expect(&r, 200, "archived today: kept");
+    expect(&a.get(&format!("/v1/clients/{active}"), &t), 200, "active: kept");
+    let (keys, rows) = sql(&a.db_path(), async |conn| {
+        (
+            blobs(conn, "SELECT wrapped_key FROM client_keys WHERE client_id = ?1", &old).await,
+            blobs(conn, "SELECT summary FROM entries WHERE client_id = ?1", &old).await,
+        )
+    });
+    assert!(keys.is_empty() && rows.is_empty(), "key destroyed, rows deleted");
+    let audit = a.get(&format!("/v1/audit?client_id={old}&limit=1000"), &auditor);
+    assert!(audit.body["entries"].as_array().unwrap().iter().any(|e| e["action"] == "client.erase" && e["outcome"] == "success"));
+    let r = a.get("/v1/audit/verify", &auditor);
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    // A second run finds nothing more to do.
+    let r = a.post("/v1/admin/retention", &admin, json!({}));
+    assert_eq!(r.body["erased_clients"], json!([]));
+}
+
+/// Writes racing an archive: none is committed after the archive (the
+/// read-only check is repeated inside the write transaction).
+#[test]
+fn no_write_lands_after_the_archive() {
+    let a = start(&[]);
+    let admin = a.admin();
+    let (_, t) = a.user(&admin, "race.therapist", "therapist", None);
+    let (_, auditor) = a.user(&admin, "race.auditor", "auditor", None);
+    for round in 0..8 {
+        let c = a.new_client(&t, "Race");
+        let archived = std::sync::atomic::AtomicBool::new(false);
+        // One writer racing the archive (see the anchor test on concurrency limits).
+        std::thread::scope(|scope| {
+            for w in 0..1 {
+                let (a, t, c, archived) = (&a, &t, &c, &archived);
+                scope.spawn(move || {
+                    for i in 0..40 {
+                        let r = match (w + i) % 4 {
+                            0 => a.post(&format!("/v1/clients/{c}/measures"), t, phq9([1; 9], "2024-02-02")),
+                            1 => a.post(&format!("/v1/clients/{c}/goals"), t, json!({"description": "g"})),
+                            _ => a.post(&format!("/v1/clients/{c}/sessions"), t, json!({"date": "2024-02-02", "summary": "s"})),
+                        };
+                        assert!(r.status == 201 || r.status == 409, "{}", r.text);
+                        if r.status == 409 && archived.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100 + 40 * round));
+            expect(&a.post(&format!("/v1/clients/{c}/archive"), t.as_str(), json!({})), 200, "archive");
+            archived.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let r = a.get(&format!("/v1/audit?client_id={c}&limit=1000"), &auditor);
+        let entries = r.body["entries"].as_array().unwrap();
+        let archive_seq = entries.iter().find(|e| e["action"] == "client.archive" && e["outcome"] == "success").unwrap()["seq"].as_i64().unwrap();
+        let late: Vec<&Value> = entries
+            .iter()
+            .filter(|e| e["outcome"] == "success" && e["action"] != "client.archive" && e["action"] != "client.create" && e["seq"].as_i64().unwrap() > archive_seq)
+            .collect();
+        assert!(late.is_empty(), "round {round}: writes committed after the archive: {late:?}");
+    }
 }

@@ -79,6 +79,12 @@ impl DbPool {
         }
     }
 
+    /// Whether this is a local file (or memory) database, whose operations
+    /// block the calling thread (see [`off_runtime`]).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
     /// Returns a connection for reuse; one left inside a transaction is
     /// rolled back by being dropped instead.
     pub fn put(&self, conn: libsql::Connection) {
@@ -89,6 +95,22 @@ impl DbPool {
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
+    }
+}
+
+/// Runs a database operation without stalling the async runtime. Local
+/// libsql does its file I/O, and waits out a locked database for up to the
+/// busy timeout, synchronously inside its async API; on a runtime worker
+/// that would stop every other request on that worker, including the one
+/// holding the lock. So local operations run on the blocking pool; remote
+/// ones are real async I/O and run in place.
+pub async fn off_runtime<T: Send + 'static>(local: bool, op: impl Future<Output = T> + Send + 'static) -> T {
+    if local {
+        tokio::task::spawn_blocking(move || futures::executor::block_on(op))
+            .await
+            .expect("a database operation panicked")
+    } else {
+        op.await
     }
 }
 

@@ -103,6 +103,7 @@ fn scrub_quoted(msg: &str) -> String {
         Some(i) => &msg[..i],
         None => msg,
     };
+    let msg = scrub_backticks(msg);
     let mut out = String::with_capacity(msg.len());
     let mut in_quote = false;
     for ch in msg.chars() {
@@ -137,6 +138,49 @@ fn scrub_quoted(msg: &str) -> String {
     cleaned
 }
 
+/// Replaces what serde quotes from the input in backticks with `<value>`:
+/// the `X` of "unknown variant `X`, expected ..." and "unknown field `X`,
+/// expected ..." (an enum value or a JSON key the client sent). Everything
+/// from the last "`, expected" / "`, there are no" on comes from our schema
+/// (the accepted variants and fields) and is kept, as are the field names of
+/// "missing field" / "duplicate field", which are always ours.
+fn scrub_backticks(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for prefix in ["unknown variant `", "unknown field `"] {
+        let Some(start) = out.find(prefix) else { continue };
+        let from = start + prefix.len();
+        let end = ["`, expected", "`, there are no"].iter().filter_map(|t| out[from..].rfind(t)).max();
+        match end {
+            Some(e) => out.replace_range(from..from + e, "<value>"),
+            None => {
+                out.truncate(from);
+                out.push_str("<value>`");
+            }
+        }
+    }
+    out
+}
+
+/// Whether `s` is an id in the form this system issues (a UUID in canonical
+/// lower-case form). Ids from URL paths and bodies are checked with this
+/// before they are used or written to the audit trail.
+pub fn is_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+/// What the audit trail records instead of an id that is not UUID-shaped
+/// (it may be a name or other PHI typed into a URL or body).
+pub const INVALID_ID: &str = "invalid-id";
+
+/// `s` if it is an id, else [`INVALID_ID`].
+pub fn audit_id(s: &str) -> String {
+    if is_id(s) { s.to_string() } else { INVALID_ID.to_string() }
+}
+
 /// Serialises `value` as a JSON response body.
 pub fn to_json<T: Serialize>(value: &T) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(|_| ApiError::internal("response serialisation failed"))
@@ -167,6 +211,63 @@ mod tests {
         let e = parse_json::<T>(b"{not json").unwrap_err();
         assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
         assert!(parse_json::<T>(b"  ").unwrap_err().message.contains("empty"));
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "kebab-case")]
+    #[allow(dead_code)]
+    enum Flag {
+        SelfHarm,
+        Crisis,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        flag: Option<Flag>,
+        #[serde(default)]
+        flags: Vec<Flag>,
+    }
+
+    #[test]
+    fn enum_values_and_unknown_keys_are_not_echoed() {
+        let e = parse_json::<Strict>(br#"{"flag": "SECRET-MARKER"}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        assert!(e.message.contains("unknown variant `<value>`"), "{}", e.message);
+        assert!(e.message.contains("`self-harm`") && e.message.contains("`crisis`"), "names the variants: {}", e.message);
+        let e = parse_json::<Strict>(br#"{"flags": ["crisis", "SECRET-MARKER"]}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        let e = parse_json::<Strict>(br#"{"SECRET-MARKER": 1}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        assert!(e.message.contains("unknown field `<value>`") && e.message.contains("`flag`"), "{}", e.message);
+        let e = parse_json::<Strict>(br#"{"flag": "crisis", "flag": "crisis"}"#).unwrap_err();
+        assert!(e.message.contains("duplicate field `flag`"), "{}", e.message);
+        let e = parse_json::<T>(br#"{"name": "x"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `n`"), "{}", e.message);
+        // A backtick inside the value cannot smuggle text past the scrubber.
+        let e = parse_json::<Strict>(br#"{"flag": "a`SECRET-MARKER`b"}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        let e = parse_json::<Strict>(br#"{"a`SECRET-MARKER": 1}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        let e = parse_json::<Strict>(br#"{"expected SECRET-MARKER": 1}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        let e = parse_json::<Strict>(br#"{"flag": "x`, expected SECRET-MARKER`, expected"}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+        let e = parse_json::<Strict>(br#"{"flag": "q\"SECRET-MARKER\"q"}"#).unwrap_err();
+        assert!(!e.message.contains("SECRET-MARKER"), "{}", e.message);
+    }
+
+    #[test]
+    fn ids() {
+        assert!(is_id("0f8a2c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"));
+        assert!(!is_id("0F8A2C1E-3B4D-4E5F-8A9B-0C1D2E3F4A5B"));
+        assert!(!is_id("Alex Example"));
+        assert!(!is_id("0f8a2c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5"));
+        assert!(!is_id("0f8a2c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5bz"));
+        assert!(!is_id("0f8a2c1ez3b4d-4e5f-8a9b-0c1d2e3f4a5b"));
+        assert_eq!(audit_id("Alex Example"), INVALID_ID);
+        assert_eq!(audit_id("0f8a2c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"), "0f8a2c1e-3b4d-4e5f-8a9b-0c1d2e3f4a5b");
     }
 
     #[test]

@@ -102,26 +102,81 @@ pub async fn append(db: &Db, key: &SecretKey, event: AuditEvent, now: i64) -> Re
 /// Appends `event` in its own transaction and advances the anchor.
 pub async fn record(db: &Db, key: &SecretKey, event: AuditEvent, now: i64) -> Result<(), ApiError> {
     db.begin().await?;
-    let r = append(db, key, event, now).await;
-    let entry = db.finish(r).await?;
-    advance_anchor(&entry).await
+    let r = append(db, key, event, now).await.map(|e| ((), e));
+    commit(db, r).await
 }
 
-/// Records the newest committed entry as the chain head in the key-value
-/// store (call after commit). The anchor only moves forward.
-pub async fn advance_anchor(entry: &StoredEntry) -> Result<(), ApiError> {
+/// Ends the write transaction that appended `entry` (the newest entry it
+/// appended): on `Ok`, moves the chain head anchor in the key-value store to
+/// `entry` and commits; on `Err`, rolls back.
+///
+/// The anchor is updated while this transaction holds the database write
+/// lock, which every audit append (and so every anchor update) takes: the
+/// read-compare-write on the key-value store (which has no compare-and-set)
+/// cannot interleave with another, so the anchor never moves backwards. It
+/// is written just before COMMIT; if COMMIT fails, the previous anchor is put
+/// back. [`verify`] reads the anchor under the same lock, so it never sees an
+/// anchor ahead of the committed chain.
+///
+/// A key-value failure does not fail the request: the entry is committed,
+/// the failure is logged (ids and codes only) and the next entry moves the
+/// anchor on. An anchor behind the chain only weakens the truncation check
+/// for the entries after it.
+pub async fn commit<T>(db: &Db, result: Result<(T, StoredEntry), ApiError>) -> Result<T, ApiError> {
+    let (v, entry) = match result {
+        Ok(x) => x,
+        Err(e) => return db.finish::<T>(Err(e)).await,
+    };
+    let undo = match advance_anchor_locked(&entry).await {
+        Ok(undo) => undo,
+        Err(e) => {
+            eprintln!("audit anchor not advanced to seq {}: {}", entry.record.seq, e.message);
+            None
+        }
+    };
+    if let Err(e) = db.exec("COMMIT", vec![]).await {
+        if let Some(previous) = undo {
+            restore_anchor(&entry, previous).await;
+        }
+        if let Err(rb) = db.exec("ROLLBACK", vec![]).await {
+            eprintln!("rollback failed: {}", rb.message);
+        }
+        return Err(e);
+    }
+    Ok(v)
+}
+
+/// The previous stored anchor (raw), when the anchor was moved.
+type Undo = Option<Option<Vec<u8>>>;
+
+async fn advance_anchor_locked(entry: &StoredEntry) -> Result<Undo, ApiError> {
     let store = Store::open_default().await.map_err(|_| ApiError::internal("key-value store unavailable"))?;
-    let current: Option<Anchor> = store
-        .get(ANCHOR_KEY)
-        .await
-        .map_err(|_| ApiError::internal("key-value read failed"))?
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let raw = store.get(ANCHOR_KEY).await.map_err(|_| ApiError::internal("key-value read failed"))?;
+    let current: Option<Anchor> = raw.as_deref().and_then(|b| serde_json::from_slice(b).ok());
     if current.is_some_and(|a| a.seq >= entry.record.seq) {
-        return Ok(());
+        return Ok(None);
     }
     let anchor = Anchor { seq: entry.record.seq, hash_hex: hex::encode(&entry.hash) };
     let bytes = serde_json::to_vec(&anchor).map_err(|_| ApiError::internal("anchor encoding failed"))?;
-    store.set(ANCHOR_KEY, bytes).await.map_err(|_| ApiError::internal("key-value write failed"))
+    store.set(ANCHOR_KEY, bytes).await.map_err(|_| ApiError::internal("key-value write failed"))?;
+    Ok(Some(raw))
+}
+
+/// After a failed COMMIT: puts the previous anchor back if ours is still there.
+async fn restore_anchor(entry: &StoredEntry, previous: Option<Vec<u8>>) {
+    let r = async {
+        let store = Store::open_default().await.map_err(|_| ApiError::internal("key-value store unavailable"))?;
+        let ours = load_anchor().await?.is_some_and(|a| a.seq == entry.record.seq);
+        match (ours, previous) {
+            (false, _) => Ok(()),
+            (true, Some(p)) => store.set(ANCHOR_KEY, p).await.map_err(|_| ApiError::internal("key-value write failed")),
+            (true, None) => store.delete(ANCHOR_KEY).await.map_err(|_| ApiError::internal("key-value delete failed")),
+        }
+    }
+    .await;
+    if let Err(e) = r {
+        eprintln!("audit anchor not restored after a failed commit of seq {}: {}", entry.record.seq, e.message);
+    }
 }
 
 async fn load_anchor() -> Result<Option<Anchor>, ApiError> {
@@ -221,7 +276,15 @@ pub async fn list(db: &Db, f: &ListFilter) -> Result<Vec<ListedEntry>, ApiError>
 /// Verifies the whole chain in stored order, against the checkpoint and the anchor.
 pub async fn verify(db: &Db, key: &SecretKey) -> Result<Verification, ApiError> {
     let start = load_start(db, key).await?.unwrap_or_default();
-    let anchor = load_anchor().await?;
+    // Under the write lock no append is between its anchor update and its
+    // COMMIT, so the anchor read here never runs ahead of the committed chain;
+    // rows only grow after the lock is released.
+    db.begin().await?;
+    let anchor = load_anchor().await;
+    if let Err(e) = db.exec("ROLLBACK", vec![]).await {
+        eprintln!("releasing the write lock failed: {}", e.message);
+    }
+    let anchor = anchor?;
     let mut verifier = Verifier::new(key, start, anchor);
     // Page by rowid order so a reordering of rows is seen as stored.
     let mut after = i64::MIN;

@@ -14,7 +14,7 @@
 //! | `@person`       | a named word list ([`SETS`](crate::rules::SETS))     |
 //! | `#many`         | a number of 8 or more, in digits or words            |
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone)]
 enum Word {
@@ -31,6 +31,9 @@ struct Alternatives {
     prefixes: Vec<String>,
     many: bool,
     multi: Vec<Vec<Word>>,
+    /// Indices into `multi` by exact first word; the rest start with a prefix.
+    multi_by_first: HashMap<String, Vec<usize>>,
+    multi_other: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +128,12 @@ impl Pattern {
 fn alternatives(item: &str, sets: &[(&str, &str)], source: &str) -> Alternatives {
     let mut alts = Alternatives::default();
     add_alternatives(&mut alts, item, sets, source);
+    for (i, alt) in alts.multi.iter().enumerate() {
+        match &alt[0] {
+            Word::Exact(w) => alts.multi_by_first.entry(w.clone()).or_default().push(i),
+            _ => alts.multi_other.push(i),
+        }
+    }
     alts
 }
 
@@ -182,7 +191,10 @@ impl Alternatives {
                 || self.prefixes.iter().any(|p| t.starts_with(p.as_str()))
                 || (self.many && is_many(t))
         });
-        let multi = self.multi.iter().filter_map(move |alt| {
+        let first = tokens.get(at).and_then(|t| self.multi_by_first.get(t.as_str()));
+        let candidates = first.into_iter().flatten().chain(&self.multi_other);
+        let multi = candidates.filter_map(move |&i| {
+            let alt = &self.multi[i];
             (at + alt.len() <= tokens.len()
                 && alt.iter().zip(&tokens[at..]).all(|(w, t)| word_matches(w, t)))
             .then_some(at + alt.len())

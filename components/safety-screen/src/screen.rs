@@ -146,10 +146,10 @@ fn negated(clause: &[String], start: usize) -> bool {
     let from = start.saturating_sub(NEGATION_WINDOW);
     for i in (from..start).rev() {
         let t = clause[i].as_str();
-        if NEGATION_STOPS.iter().any(|s| *s == t) {
+        if NEGATION_STOPS.contains(&t) {
             return false;
         }
-        if NEGATION_CUES.iter().any(|c| *c == t) {
+        if NEGATION_CUES.contains(&t) {
             let next = clause.get(i + 1).map(String::as_str).unwrap_or("");
             if !PSEUDO_NEGATION_NEXT.contains(&next) {
                 return true;

@@ -137,14 +137,20 @@ fn screen_cost() {
     let n = 20;
     for _ in 0..n {
         // what a fresh wasm instance pays once: compiling the rule set
-        std::hint::black_box(safety_screen::rules::RULES.iter().map(|r| r.patterns.iter().map(|p| safety_screen::pattern::Pattern::compile(p, safety_screen::rules::SETS)).count()).sum::<usize>());
+        let compiled: Vec<safety_screen::pattern::Pattern> = safety_screen::rules::RULES
+            .iter()
+            .flat_map(|r| r.patterns.iter().chain(r.unless).chain(r.with))
+            .map(|p| safety_screen::pattern::Pattern::compile(p, safety_screen::rules::SETS))
+            .collect();
+        std::hint::black_box(compiled);
     }
     println!("rule-set compile (first call of a fresh instance): {:.0} µs", start.elapsed().as_secs_f64() * 1e6 / n as f64);
 }
 
-/// The held-out set (`holdout_set.jsonl`) was written after the rules and
-/// is not used to tune them: its numbers estimate how the rules generalise.
-/// Printed, with only a loose floor asserted.
+/// The later sets were each written after the rules of their time,
+/// committed, run once (first-run numbers in the commit messages and the
+/// README), and only then used to improve the rules, so their current
+/// numbers are optimistic. The held-out set keeps a loose floor.
 #[test]
 fn holdout_set_metrics() {
     let m = evaluate("holdout_set.jsonl");
@@ -152,27 +158,21 @@ fn holdout_set_metrics() {
     assert!(m.fpr <= 0.15, "held-out false-positive rate {:.4} > 0.15", m.fpr);
 }
 
-/// The fresh set (`fresh_set.jsonl`) was written after the last rule change
-/// made from the held-out set, and run once as committed: the current
-/// estimate of generalisation. Printed only (no floor): it exists to be
-/// honest, not to pass.
+/// `fresh_set.jsonl`: first run recall 0.4375, FPR 0.0357 (see README). Printed only.
 #[test]
 fn fresh_set_metrics() {
     let m = evaluate("fresh_set.jsonl");
     assert!(m.recall.is_finite() && m.fpr.is_finite());
 }
 
-/// The final set (`final_set.jsonl`) was written after the last rule change
-/// and is the reported estimate of how the rules generalise. Printed only.
+/// `final_set.jsonl`: first run recall 0.5556, FPR 0.0667 (see README). Printed only.
 #[test]
 fn final_set_metrics() {
     let m = evaluate("final_set.jsonl");
     assert!(m.recall.is_finite() && m.fpr.is_finite());
 }
 
-/// The blind set (`blind_set.jsonl`) was written after the last rule change
-/// (after the final set had been used for tuning) and is the reported
-/// estimate of how the rules generalise. Printed only.
+/// `blind_set.jsonl`: first run recall 0.5278, FPR 0.0333 (see README). Printed only.
 #[test]
 fn blind_set_metrics() {
     let m = evaluate("blind_set.jsonl");

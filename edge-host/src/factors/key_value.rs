@@ -94,6 +94,13 @@ impl KvStore {
     }
 }
 
+/// Runs a store operation off the async runtime when the store is local
+/// (see [`crate::libsql_pool::off_runtime`]).
+async fn on<T: Send + 'static, F: Future<Output = T> + Send + 'static>(store: Arc<KvStore>, op: impl FnOnce(Arc<KvStore>) -> F) -> T {
+    let local = store.pool.is_local();
+    crate::libsql_pool::off_runtime(local, op(store)).await
+}
+
 fn other(e: impl std::fmt::Display) -> Error {
     Error::Other(e.to_string())
 }
@@ -197,7 +204,7 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         store: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        Ok(store_of(accessor, &store)?.get(&key).await)
+        Ok(on(store_of(accessor, &store)?, move |s| async move { s.get(&key).await }).await)
     }
 
     async fn set(
@@ -206,7 +213,7 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(store_of(accessor, &store)?.set(&key, value).await)
+        Ok(on(store_of(accessor, &store)?, move |s| async move { s.set(&key, value).await }).await)
     }
 
     async fn delete(
@@ -214,7 +221,7 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         store: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(store_of(accessor, &store)?.delete(&key).await)
+        Ok(on(store_of(accessor, &store)?, move |s| async move { s.delete(&key).await }).await)
     }
 
     async fn exists(
@@ -222,14 +229,14 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         store: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        Ok(store_of(accessor, &store)?.get(&key).await.map(|v| v.is_some()))
+        Ok(on(store_of(accessor, &store)?, move |s| async move { s.get(&key).await }).await.map(|v| v.is_some()))
     }
 
     async fn get_keys(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let keys = store_of(accessor, &store)?.keys().await;
+        let keys = on(store_of(accessor, &store)?, |s| async move { s.keys().await }).await;
         accessor.with(|mut access| {
             let (keys, result) = match keys {
                 Ok(k) => (k, Ok(())),

@@ -5,7 +5,7 @@
 //! says so); a component may open only the labels its manifest grants.
 
 use crate::factors::bindings::sqlite::{self, Error, QueryResult, RowResult, Value};
-use crate::libsql_pool::DbPool;
+use crate::libsql_pool::{DbPool, off_runtime};
 use crate::runtime_config::{RuntimeConfig, SqliteDatabaseConfig};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashSet};
@@ -127,8 +127,17 @@ fn from_libsql(v: libsql::Value) -> Value {
     }
 }
 
-/// Runs one statement to completion and collects its rows.
+/// Runs one statement to completion and collects its rows (off the async
+/// runtime for local databases, see [`off_runtime`]).
 async fn run_statement(
+    (conn, local): (libsql::Connection, bool),
+    statement: String,
+    params: Vec<Value>,
+) -> Result<QueryResult, Error> {
+    off_runtime(local, async move { run_statement_here(&conn, &statement, params).await }).await
+}
+
+async fn run_statement_here(
     conn: &libsql::Connection,
     statement: &str,
     params: Vec<Value>,
@@ -152,11 +161,11 @@ async fn run_statement(
 fn with_conn<T>(
     accessor: &Accessor<T, SqliteFactor>,
     conn: &Resource<Connection>,
-) -> wasmtime::Result<Result<libsql::Connection, Error>> {
+) -> wasmtime::Result<Result<(libsql::Connection, bool), Error>> {
     accessor.with(|mut access| {
         let view = access.get();
         Ok(match view.table.get(conn) {
-            Ok(c) => Ok(c.conn().clone()),
+            Ok(c) => Ok((c.conn().clone(), c.pool.is_local())),
             Err(_) => Err(Error::InvalidConnection),
         })
     })
@@ -183,10 +192,10 @@ impl sqlite::HostConnection for SqliteView<'_> {
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
         let conn = match self.table.get(&conn) {
-            Ok(c) => c.conn().clone(),
+            Ok(c) => (c.conn().clone(), c.pool.is_local()),
             Err(_) => return Ok(Err(Error::InvalidConnection)),
         };
-        Ok(run_statement(&conn, &statement, parameters).await)
+        Ok(run_statement(conn, statement, parameters).await)
     }
 
     fn last_insert_rowid(&mut self, conn: Resource<Connection>) -> wasmtime::Result<i64> {
@@ -235,7 +244,7 @@ impl<T> sqlite::HostConnectionWithStore<T> for SqliteFactor {
         // The statement runs to completion before the rows are streamed:
         // SQLite rows are produced synchronously anyway, and a finished
         // statement releases its locks before the guest reads at its pace.
-        let result = match run_statement(&conn, &statement, parameters).await {
+        let result = match run_statement(conn, statement, parameters).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };

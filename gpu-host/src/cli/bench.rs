@@ -2,7 +2,7 @@
 //! training and kernel benchmarks come with their issues.
 
 use anyhow::Result;
-use super::device::{Device, DtypeChoice, load_model, with_model};
+use super::device::{DeviceArgs, load_model, with_model};
 use clap::{Args, Subcommand};
 use gpu_host::bench::{ForwardBenchParams, bench_forward};
 use std::path::PathBuf;
@@ -57,12 +57,8 @@ pub struct ForwardArgs {
     /// Checkpoint directory.
     #[arg(long)]
     model: PathBuf,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Prompt length for the prefill measurement.
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
@@ -72,9 +68,6 @@ pub struct ForwardArgs {
     /// Timed repetitions after one warm-up (the best is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Weight precision in memory.
-    #[arg(long, value_enum, default_value = "auto")]
-    dtype: DtypeChoice,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -126,7 +119,7 @@ fn serve(args: ServeBenchArgs) -> Result<()> {
 }
 
 fn forward(args: ForwardArgs) -> Result<()> {
-    let model = load_model(&args.model, args.device, args.threads, args.dtype, None)?;
+    let model = load_model(&args.model, args.device, None)?;
     let params = ForwardBenchParams { prompt_tokens: args.prompt_tokens, decode_tokens: args.decode_tokens, repeats: args.repeats };
     let bar = indicatif::ProgressBar::new(args.repeats as u64 + 1)
         .with_style(indicatif::ProgressStyle::with_template("benchmarking {bar:30} {pos}/{len} rounds").expect("valid template"));

@@ -12,6 +12,20 @@ use gpu_host::model::{Llama, LoadOptions};
 use std::path::Path;
 use std::str::FromStr;
 
+/// Where and how a command loads its model.
+#[derive(clap::Args, Clone, Copy)]
+pub struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N (auto: the GPU when one is usable).
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Weight precision in memory (auto keeps the checkpoint's).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: DtypeChoice,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DtypeChoice {
     /// The checkpoint's own (bf16 stays bf16; f16 and f32 become f32).
@@ -89,13 +103,8 @@ fn resolve(device: Device) -> Result<Device> {
     }
 }
 
-pub fn load_model(
-    dir: &Path,
-    device: Device,
-    threads: usize,
-    dtype: DtypeChoice,
-    max_seq: Option<usize>,
-) -> Result<AnyModel> {
+pub fn load_model(dir: &Path, d: DeviceArgs, max_seq: Option<usize>) -> Result<AnyModel> {
+    let DeviceArgs { device, threads, dtype } = d;
     let options = LoadOptions {
         dtype: match dtype {
             DtypeChoice::Auto => None,

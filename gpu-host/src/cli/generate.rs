@@ -1,7 +1,7 @@
 //! `gpu-host generate`: load a checkpoint on the CPU backend and stream a
 //! completion of a prompt (or a chat rendered with the model's template).
 
-use super::device::{Device, DtypeChoice, load_model, with_model};
+use super::device::{DeviceArgs, load_model, with_model};
 use gpu_host::backend::Backend;
 use gpu_host::model::Llama;
 use anyhow::{Context, Result};
@@ -47,15 +47,8 @@ pub struct GenerateArgs {
     /// Stop when the output contains this text (repeatable; not printed).
     #[arg(long = "stop", value_name = "TEXT")]
     stop: Vec<String>,
-    /// auto, cpu, cuda or cuda:N (auto: the GPU when one is usable).
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Weight precision in memory (auto keeps the checkpoint's).
-    #[arg(long, value_enum, default_value = "auto")]
-    dtype: DtypeChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -70,7 +63,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let model = load_model(&args.model, args.device, args.threads, args.dtype, None)?;
+    let model = load_model(&args.model, args.device, None)?;
     with_model!(model, |model| generate_on(&model, &tokenizer, &prompt_ids, &args))
 }
 

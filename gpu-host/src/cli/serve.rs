@@ -1,6 +1,6 @@
 //! `gpu-host serve`: the inference server. See `gpu-host serve --help`.
 
-use super::device::{Device, DtypeChoice, load_model, with_model};
+use super::device::{DeviceArgs, load_model, with_model};
 use anyhow::{Context, Result};
 use clap::Args;
 use gpu_host::serve::{Loaded, ServeOptions};
@@ -55,15 +55,8 @@ pub struct ServeArgs {
     /// Largest request body accepted (bytes).
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// auto, cpu, cuda or cuda:N (auto: the GPU when one is usable).
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// CPU threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Weight precision in memory (auto keeps the checkpoint's).
-    #[arg(long, value_enum, default_value = "auto")]
-    dtype: DtypeChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -91,7 +84,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         adapters: args.adapters,
     };
     let tokenizer = TextTokenizer::from_dir(&args.model)?;
-    let model = load_model(&args.model, args.device, args.threads, args.dtype, Some(args.context))?;
+    let model = load_model(&args.model, args.device, Some(args.context))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -346,31 +346,35 @@ async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, A
         .map_err(|e| ApiError::invalid("messages", format!("cannot render the conversation with the model's chat template: {e:#}")))?;
     let max_new = fit(state, prompt.len(), r.max_tokens, "messages")?;
     let params = params_for_chat(state, &r, max_new)?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     submit(state, Job::Generate { prompt, params, penalty_window: None, adapter, events: tx })?;
     let id = format!("chatcmpl-{:016x}{:08x}", now(), rand_u32());
     let created = now();
     if r.stream {
         return Ok(stream_chat(r.model.clone(), id, created, r.include_usage, rx));
     }
+    let (text, f) = collect_text(rx).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": r.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason(&f)}],
+            "usage": usage(&f),
+            "system_fingerprint": null,
+        }),
+    ))
+}
+
+/// Waits for a generation's whole text and how it ended.
+async fn collect_text(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Finish), ApiError> {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Text(t) => text.push_str(&t),
-            Event::Done(f) => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "id": id,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": r.model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason(&f)}],
-                        "usage": usage(&f),
-                        "system_fingerprint": null,
-                    }),
-                ));
-            }
+            Event::Done(f) => return Ok((text, f)),
             Event::Error(e) => return Err(ApiError::new(500, "server_error", e)),
             Event::Embeddings(..) => break,
         }
@@ -466,23 +470,13 @@ async fn infer(state: &Arc<AppState>, r: api::InferRequest) -> Result<Response<B
     params.sampling.repetition_penalty = r.repeat_penalty;
     params.sampling.seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let window = (r.repeat_penalty_last_n > 0).then_some(r.repeat_penalty_last_n);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     submit(state, Job::Generate { prompt, params, penalty_window: window, adapter, events: tx })?;
-    let mut text = String::new();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Text(t) => text.push_str(&t),
-            Event::Done(f) => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"text": text, "usage": {"promptTokenCount": f.prompt_tokens, "generatedTokenCount": f.completion_tokens}}),
-                ));
-            }
-            Event::Error(e) => return Err(ApiError::new(500, "server_error", e)),
-            Event::Embeddings(..) => break,
-        }
-    }
-    Err(ApiError::new(500, "server_error", "the engine ended the request without an answer"))
+    let (text, f) = collect_text(rx).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"text": text, "usage": {"promptTokenCount": f.prompt_tokens, "generatedTokenCount": f.completion_tokens}}),
+    ))
 }
 
 async fn embed(state: &Arc<AppState>, model: &str, input: &[String]) -> Result<Response<Body>, ApiError> {

@@ -3,7 +3,7 @@
 use super::clients::exists as client_exists;
 use super::ctx::{Ctx, Subject};
 use crate::domain::access::Action;
-use edge_common::api::{parse_json, to_json};
+use edge_common::api::{is_id, parse_json, to_json};
 use edge_common::auth::Role;
 use edge_common::db::{text, Value};
 use edge_common::identity;
@@ -28,6 +28,9 @@ pub async fn create_user(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         let input: NewUser = parse_json(body)?;
         let role = Role::parse(&input.role).ok_or_else(|| ApiError::bad_request("role must be client, therapist, admin or auditor"))?;
         if let Some(c) = &input.client_id {
+            if !is_id(c) {
+                return Err(ApiError::bad_request("client_id must be a client id (a UUID)"));
+            }
             if !client_exists(&ctx.db, c).await? {
                 return Err(ApiError::not_found("client not found"));
             }
@@ -42,8 +45,7 @@ pub async fn create_user(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         Ok(json(201, to_json(&serde_json::json!({ "id": id, "role": role, "client_id": input.client_id }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn list_users(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -53,8 +55,7 @@ pub async fn list_users(ctx: &Ctx) -> Result<Response, ApiError> {
         Ok(json(200, to_json(&serde_json::json!({ "users": identity::list_users(&ctx.db).await? }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 #[derive(Deserialize)]
@@ -68,12 +69,14 @@ pub async fn assign(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let mut s = Subject::new(Action::AssignmentAdmin, "assignment", "new", "");
     let parsed: Result<NewAssignment, ApiError> = parse_json(body);
     if let Ok(a) = &parsed {
-        s.resource_id = a.therapist_id.clone();
-        s.client_id = a.client_id.clone();
+        s = Subject::new(Action::AssignmentAdmin, "assignment", &a.therapist_id, &a.client_id);
     }
     let result = async {
         ctx.authorize(&s).await?;
         let a = parsed?;
+        if !is_id(&a.therapist_id) || !is_id(&a.client_id) {
+            return Err(ApiError::bad_request("therapist_id and client_id must be ids (UUIDs)"));
+        }
         if identity::user_role(&ctx.db, &a.therapist_id).await? != Some(Role::Therapist) {
             return Err(ApiError::bad_request("therapist_id must be an enabled therapist user"));
         }
@@ -92,14 +95,16 @@ pub async fn assign(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         Ok(json(201, to_json(&serde_json::json!({ "therapist_id": a.therapist_id, "client_id": a.client_id }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn unassign(ctx: &Ctx, therapist_id: &str, client_id: &str) -> Result<Response, ApiError> {
     let s = Subject::new(Action::AssignmentAdmin, "assignment", therapist_id, client_id);
     let result = async {
         ctx.authorize(&s).await?;
+        if !is_id(therapist_id) || !is_id(client_id) {
+            return Err(ApiError::not_found("assignment not found"));
+        }
         ctx.write(&s, async {
             ctx.db
                 .exec("DELETE FROM assignments WHERE therapist_id = ? AND client_id = ?", vec![text(therapist_id), text(client_id)])
@@ -113,6 +118,5 @@ pub async fn unassign(ctx: &Ctx, therapist_id: &str, client_id: &str) -> Result<
         Ok(json(200, to_json(&serde_json::json!({ "therapist_id": therapist_id, "client_id": client_id, "removed": true }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

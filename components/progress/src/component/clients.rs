@@ -74,8 +74,7 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         Ok(json(201, to_json(&view)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn read(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
@@ -90,8 +89,7 @@ pub async fn read(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
         Ok(json(200, to_json(&view(ctx, &r).await?)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 #[derive(Serialize)]
@@ -141,8 +139,7 @@ pub async fn list(ctx: &Ctx, include_archived: bool) -> Result<Response, ApiErro
         Ok(json(200, to_json(&serde_json::json!({ "clients": out }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn archive(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
@@ -153,16 +150,23 @@ pub async fn archive(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
             return Err(ApiError::conflict("the client is already archived"));
         }
         ctx.write(&s, async {
+            // Re-checked inside the transaction: archived or erased meanwhile changes nothing.
             ctx.db
-                .exec("UPDATE clients SET archived_at = ? WHERE id = ?", vec![Value::Integer(ctx.now), text(client_id)])
-                .await
+                .exec(
+                    "UPDATE clients SET archived_at = ? WHERE id = ? AND archived_at IS NULL AND erased_at IS NULL",
+                    vec![Value::Integer(ctx.now), text(client_id)],
+                )
+                .await?;
+            if ctx.db.changes().await != 1 {
+                return Err(ApiError::conflict("the client is already archived or erased"));
+            }
+            Ok(())
         })
         .await?;
         Ok(json(200, to_json(&serde_json::json!({ "id": client_id, "archived_at": format_datetime(ctx.now) }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 /// Whether a client exists and is not erased.
@@ -173,10 +177,27 @@ pub async fn exists(db: &Db, client_id: &str) -> Result<bool, ApiError> {
         .is_some())
 }
 
+/// Inside a write transaction: the record must still exist and be neither
+/// erased nor archived. The checks made when the request was authorised ran
+/// before the transaction, so an archive or erasure committed in between is
+/// caught here.
+pub async fn check_writable(ctx: &Ctx, client_id: &str) -> Result<(), ApiError> {
+    match ctx.db.query_one("SELECT archived_at, erased_at FROM clients WHERE id = ?", vec![text(client_id)]).await? {
+        None => Err(ApiError::not_found("client not found")),
+        Some(r) if r.opt_int(1)?.is_some() => Err(ApiError::gone("the client record has been erased")),
+        Some(r) if r.opt_int(0)?.is_some() => Err(archived()),
+        Some(_) => Ok(()),
+    }
+}
+
+fn archived() -> ApiError {
+    ApiError::conflict("the client is archived; its record is read-only")
+}
+
 /// Rejects writes to an archived record.
 pub fn ensure_writable(state: Option<super::ctx::ClientState>) -> Result<(), ApiError> {
     match state {
-        Some(s) if s.archived => Err(ApiError::conflict("the client is archived; its record is read-only")),
+        Some(s) if s.archived => Err(archived()),
         _ => Ok(()),
     }
 }

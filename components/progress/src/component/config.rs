@@ -10,7 +10,8 @@ pub const MIN_AUDIT_RETENTION_DAYS: i64 = 6 * 366;
 pub struct Config {
     pub master: SecretKey,
     pub session: SessionPolicy,
-    pub break_glass_minutes: i64,
+    /// How long a break-glass grant lasts, in seconds.
+    pub break_glass_seconds: i64,
     pub audit_retention_days: i64,
     pub record_retention_days: i64,
     pub bootstrap_admin: Option<(String, String)>,
@@ -50,7 +51,12 @@ impl Config {
                 idle_timeout_secs: int_var("idle_timeout_seconds", 900, 1, 86_400).await?,
                 absolute_timeout_secs: int_var("session_max_seconds", 43_200, 60, 7 * 86_400).await?,
             },
-            break_glass_minutes: int_var("break_glass_minutes", 60, 1, 24 * 60).await?,
+            // `break_glass_seconds` (for tests: a grant that expires in seconds)
+            // overrides `break_glass_minutes` when set.
+            break_glass_seconds: match var("break_glass_seconds").await {
+                Some(_) => int_var("break_glass_seconds", 3600, 1, 24 * 3600).await?,
+                None => int_var("break_glass_minutes", 60, 1, 24 * 60).await? * 60,
+            },
             audit_retention_days: int_var("audit_retention_days", MIN_AUDIT_RETENTION_DAYS, MIN_AUDIT_RETENTION_DAYS, 100 * 366).await?,
             record_retention_days: int_var("record_retention_days", 10 * 366, 1, 100 * 366).await?,
             bootstrap_admin,

@@ -22,10 +22,28 @@ pub struct Subject {
     pub client_id: String,
 }
 
-impl Subject {
-    pub fn new(action: Action, resource_type: &'static str, resource_id: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Subject { action, resource_type, resource_id: resource_id.into(), client_id: client_id.into() }
+/// What the audit trail may record as a resource or client id: an id we
+/// issued (UUID-shaped), one of our own markers, or else `invalid-id`. Ids
+/// come from URL paths and bodies, where a caller may type a name or other
+/// PHI; those must never reach the plaintext audit columns.
+pub fn audit_ref(s: &str) -> String {
+    match s {
+        "" | "*" | "new" | "run" | "verify" => s.to_string(),
+        _ => edge_common::api::audit_id(s),
     }
+}
+
+impl Subject {
+    /// `resource_id` and `client_id` are recorded only if UUID-shaped (see [`audit_ref`]).
+    pub fn new(action: Action, resource_type: &'static str, resource_id: impl AsRef<str>, client_id: impl AsRef<str>) -> Self {
+        Subject { action, resource_type, resource_id: audit_ref(resource_id.as_ref()), client_id: audit_ref(client_id.as_ref()) }
+    }
+}
+
+/// The answer when the audit trail cannot be written: the request is not
+/// completed and no data is returned (fail closed).
+pub fn audit_unavailable() -> ApiError {
+    ApiError::unavailable("the audit trail could not be written; the request was not completed")
 }
 
 pub struct Ctx {
@@ -71,23 +89,62 @@ impl Ctx {
     }
 
     /// Records an entry in its own transaction (reads, refusals, failures).
+    /// A failure is logged (codes only) and answered 503.
     pub async fn record(&self, s: &Subject, outcome: &str) -> Result<(), ApiError> {
         self.audited.set(true);
-        audit_store::record(&self.db, &self.audit_key, self.event(s, outcome), self.now).await
+        audit_store::record(&self.db, &self.audit_key, self.event(s, outcome), self.now).await.map_err(|e| {
+            eprintln!("audit write failed ({} {}): {}", s.action.code(), outcome, e.message);
+            audit_unavailable()
+        })
     }
 
-    /// Records the outcome of a handled request unless it was already recorded.
-    pub async fn record_outcome<T>(&self, s: &Subject, result: &Result<T, ApiError>) {
+    /// Flags the entries of this request as made under break-glass access
+    /// (used when a grant is opened, so its opening shows up for review).
+    pub fn flag_break_glass(&self) {
+        self.break_glass.set(true);
+    }
+
+    /// Records the outcome of a handled request unless it was already recorded,
+    /// before the answer leaves: if the entry cannot be written, a successful
+    /// result (which may carry decrypted data) is replaced by a 503.
+    pub async fn conclude<T>(&self, s: &Subject, result: Result<T, ApiError>) -> Result<T, ApiError> {
         if self.audited.get() {
-            return;
+            return result;
         }
-        let outcome = match result {
+        let outcome = match &result {
             Ok(_) => "success",
             Err(e) => e.outcome(),
         };
-        if let Err(e) = self.record(s, outcome).await {
-            eprintln!("audit write failed: {}", e.message);
+        match (self.record(s, outcome).await, result) {
+            (Ok(()), result) => result,
+            (Err(unavailable), Ok(_)) => Err(unavailable),
+            (Err(_), Err(original)) => Err(original),
         }
+    }
+
+    /// Records several entries in one transaction (all or none), e.g. one per
+    /// client whose data a listing decrypted.
+    pub async fn record_all(&self, subjects: &[Subject], outcome: &str) -> Result<(), ApiError> {
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let committed = async {
+            self.db.begin().await?;
+            let r = async {
+                let mut last = None;
+                for s in subjects {
+                    last = Some(audit_store::append(&self.db, &self.audit_key, self.event(s, outcome), self.now).await?);
+                }
+                last.map(|e| ((), e)).ok_or_else(|| ApiError::internal("no audit entry"))
+            }
+            .await;
+            audit_store::commit(&self.db, r).await
+        }
+        .await;
+        committed.map_err(|e| {
+            eprintln!("audit write failed ({} x{} {}): {}", subjects[0].action.code(), subjects.len(), outcome, e.message);
+            audit_unavailable()
+        })
     }
 
     /// Runs `work` in a write transaction that also appends the success audit
@@ -98,9 +155,9 @@ impl Ctx {
             Ok(v) => audit_store::append(&self.db, &self.audit_key, self.event(s, "success"), self.now).await.map(|e| (v, e)),
             Err(e) => Err(e),
         };
-        let (v, entry) = self.db.finish(r).await?;
+        // Commits (moving the chain head anchor) or rolls back; an anchor failure is logged, never a failed request.
+        let v = audit_store::commit(&self.db, r).await?;
         self.audited.set(true);
-        audit_store::advance_anchor(&entry).await?;
         Ok(v)
     }
 
@@ -147,6 +204,11 @@ impl Ctx {
     pub async fn authorize(&self, s: &Subject) -> Result<Option<ClientState>, ApiError> {
         let mut state = None;
         let relation = if s.action.is_record_scoped() {
+            if !edge_common::api::is_id(&s.client_id) {
+                // Not an id we issue (a name typed into the URL?): no lookup, recorded as invalid-id.
+                self.record(s, "not_found").await?;
+                return Err(ApiError::not_found("client not found"));
+            }
             match self.client_state(&s.client_id).await? {
                 None => {
                     self.record(s, "not_found").await?;

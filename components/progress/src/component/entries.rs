@@ -1,14 +1,14 @@
 //! Session log and journal: append-only entries; an amendment is a new
 //! version that supersedes the old one.
 
-use super::clients::ensure_writable;
+use super::clients::{check_writable, ensure_writable};
 use super::ctx::{Ctx, Subject};
 use super::keyring::Cells;
 use crate::domain::access::Action;
 use crate::domain::affect::{self, Sentiment};
 use crate::domain::dates::format_datetime;
 use crate::domain::entries::{sentiment_text, EntryBrief, EntryContent, EntryKind, EntryView, NewEntry, RiskFlag};
-use edge_common::api::{parse_json, to_json};
+use edge_common::api::{is_id, parse_json, to_json};
 use edge_common::auth::Role;
 use edge_common::crypto::SecretKey;
 use edge_common::db::{opt_text, text, Row, Value};
@@ -132,12 +132,16 @@ pub async fn create(ctx: &Ctx, client_id: &str, body: &[u8]) -> Result<Response,
             return Err(ApiError::bad_request("amendment_reason is only accepted when amending an entry"));
         }
         let key = ctx.keys.get(&ctx.db, client_id).await?;
-        let view = ctx.write(&s, insert(ctx, &key, client_id, &id, 1, None, kind, &content)).await?;
+        let view = ctx
+            .write(&s, async {
+                check_writable(ctx, client_id).await?;
+                insert(ctx, &key, client_id, &id, 1, None, kind, &content).await
+            })
+            .await?;
         Ok(json(201, to_json(&view)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn amend(ctx: &Ctx, client_id: &str, entry_id: &str, body: &[u8]) -> Result<Response, ApiError> {
@@ -145,6 +149,9 @@ pub async fn amend(ctx: &Ctx, client_id: &str, entry_id: &str, body: &[u8]) -> R
     let s = Subject::new(Action::EntryAmend, "entry", &id, client_id);
     let result = async {
         ensure_writable(ctx.authorize(&s).await?)?;
+        if !is_id(entry_id) {
+            return Err(ApiError::not_found("entry not found"));
+        }
         let input: NewEntry = parse_json(body)?;
         let content = input.validate(ctx.now).map_err(ApiError::bad_request)?;
         if content.amendment_reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
@@ -163,12 +170,16 @@ pub async fn amend(ctx: &Ctx, client_id: &str, entry_id: &str, body: &[u8]) -> R
         }
         let kind = EntryKind::parse(&old.text(1)?).ok_or_else(|| ApiError::internal("stored entry kind is unknown"))?;
         let key = ctx.keys.get(&ctx.db, client_id).await?;
-        let view = ctx.write(&s, insert(ctx, &key, client_id, &id, old.int(0)? + 1, Some(entry_id), kind, &content)).await?;
+        let view = ctx
+            .write(&s, async {
+                check_writable(ctx, client_id).await?;
+                insert(ctx, &key, client_id, &id, old.int(0)? + 1, Some(entry_id), kind, &content).await
+            })
+            .await?;
         Ok(json(201, to_json(&view)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 /// Current versions in [from, to], oldest first.
@@ -235,8 +246,7 @@ pub async fn list(ctx: &Ctx, client_id: &str, from: i64, to: i64) -> Result<Resp
         Ok(json(200, to_json(&serde_json::json!({ "entries": entries }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 /// One entry with its whole version chain, oldest first.
@@ -244,6 +254,9 @@ pub async fn read(ctx: &Ctx, client_id: &str, entry_id: &str) -> Result<Response
     let s = Subject::new(Action::EntryRead, "entry", entry_id, client_id);
     let result = async {
         ctx.authorize(&s).await?;
+        if !is_id(entry_id) {
+            return Err(ApiError::not_found("entry not found"));
+        }
         let key = ctx.keys.get(&ctx.db, client_id).await?;
         let fetch = |id: String| {
             let key = &key;
@@ -273,6 +286,5 @@ pub async fn read(ctx: &Ctx, client_id: &str, entry_id: &str) -> Result<Response
         Ok(json(200, to_json(&serde_json::json!({ "current": current, "versions": chain }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

@@ -1,13 +1,13 @@
 //! Goals (FHIR-like lifecycle and achievement) and their milestones.
 
-use super::clients::ensure_writable;
+use super::clients::{check_writable, ensure_writable};
 use super::ctx::{Ctx, Subject};
 use super::keyring::Cells;
 use crate::domain::access::Action;
 use crate::domain::dates::{format_date, format_datetime};
 use crate::domain::entries::{parse_when, validate_goal_text, GoalPatch, GoalView, MilestonePatch, MilestoneView, NewGoal, NewMilestone};
 use crate::domain::goals::{can_transition, check_state, Achievement, Lifecycle};
-use edge_common::api::{parse_json, to_json};
+use edge_common::api::{is_id, parse_json, to_json};
 use edge_common::crypto::SecretKey;
 use edge_common::db::{opt_int, text, Value};
 use edge_common::identity::new_id;
@@ -138,18 +138,24 @@ pub async fn create(ctx: &Ctx, client_id: &str, body: &[u8]) -> Result<Response,
             updated_at: format_datetime(ctx.now),
             milestones: vec![],
         };
-        ctx.write(&s, store(ctx, &key, &goal, None)).await?;
+        ctx.write(&s, async {
+            check_writable(ctx, client_id).await?;
+            store(ctx, &key, &goal, None).await
+        })
+        .await?;
         Ok(json(201, to_json(&goal)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn update(ctx: &Ctx, client_id: &str, goal_id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let s = Subject::new(Action::GoalWrite, "goal", goal_id, client_id);
     let result = async {
         ensure_writable(ctx.authorize(&s).await?)?;
+        if !is_id(goal_id) {
+            return Err(ApiError::not_found("goal not found"));
+        }
         let patch: GoalPatch = parse_json(body)?;
         let key = ctx.keys.get(&ctx.db, client_id).await?;
         let mut goal = load(ctx, &key, client_id)
@@ -185,12 +191,15 @@ pub async fn update(ctx: &Ctx, client_id: &str, goal_id: &str, body: &[u8]) -> R
         validate_goal_text(&goal.description, goal.target.as_deref()).map_err(ApiError::bad_request)?;
         goal.version += 1;
         goal.updated_at = format_datetime(ctx.now);
-        ctx.write(&s, store(ctx, &key, &goal, Some(old_version))).await?;
+        ctx.write(&s, async {
+            check_writable(ctx, client_id).await?;
+            store(ctx, &key, &goal, Some(old_version)).await
+        })
+        .await?;
         Ok(json(200, to_json(&goal)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn list(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
@@ -201,8 +210,7 @@ pub async fn list(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
         Ok(json(200, to_json(&serde_json::json!({ "goals": load(ctx, &key, client_id).await? }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 async fn goal_exists(ctx: &Ctx, client_id: &str, goal_id: &str) -> Result<(), ApiError> {
@@ -218,12 +226,16 @@ pub async fn add_milestone(ctx: &Ctx, client_id: &str, goal_id: &str, body: &[u8
     let s = Subject::new(Action::GoalWrite, "milestone", &id, client_id);
     let result = async {
         ensure_writable(ctx.authorize(&s).await?)?;
+        if !is_id(goal_id) {
+            return Err(ApiError::not_found("goal not found"));
+        }
         let input: NewMilestone = parse_json(body)?;
         validate_goal_text(&input.description, None).map_err(ApiError::bad_request)?;
         let due_at = parse_due(input.due_date.as_deref())?;
         goal_exists(ctx, client_id, goal_id).await?;
         let key = ctx.keys.get(&ctx.db, client_id).await?;
         ctx.write(&s, async {
+            check_writable(ctx, client_id).await?;
             let c = Cells { key: &key, client_id, table: "milestones", row: &id, version: 1 };
             ctx.db
                 .exec(
@@ -237,14 +249,16 @@ pub async fn add_milestone(ctx: &Ctx, client_id: &str, goal_id: &str, body: &[u8
         Ok(json(201, to_json(&view)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn update_milestone(ctx: &Ctx, client_id: &str, goal_id: &str, milestone_id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let s = Subject::new(Action::GoalWrite, "milestone", milestone_id, client_id);
     let result = async {
         ensure_writable(ctx.authorize(&s).await?)?;
+        if !is_id(goal_id) || !is_id(milestone_id) {
+            return Err(ApiError::not_found("milestone not found"));
+        }
         let patch: MilestonePatch = parse_json(body)?;
         let at = match (&patch.achieved, &patch.date) {
             (true, Some(d)) => Some(parse_when("date", d).map_err(ApiError::bad_request)?),
@@ -252,6 +266,7 @@ pub async fn update_milestone(ctx: &Ctx, client_id: &str, goal_id: &str, milesto
             (false, _) => None,
         };
         ctx.write(&s, async {
+            check_writable(ctx, client_id).await?;
             ctx.db
                 .exec(
                     "UPDATE milestones SET achieved_at = ? WHERE id = ? AND goal_id = ? AND client_id = ?",
@@ -267,6 +282,5 @@ pub async fn update_milestone(ctx: &Ctx, client_id: &str, goal_id: &str, milesto
         Ok(json(200, to_json(&serde_json::json!({ "id": milestone_id, "goal_id": goal_id, "achieved_date": at.map(format_date) }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

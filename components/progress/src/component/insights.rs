@@ -51,8 +51,7 @@ pub async fn trend(ctx: &Ctx, client_id: &str, query: &[(String, String)]) -> Re
         Ok(json(200, to_json(&serde_json::json!({ "client_id": client_id, "trend": t, "affect_rule": crate::domain::affect::AFFECT_RULE }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn report(ctx: &Ctx, client_id: &str, query: &[(String, String)]) -> Result<Response, ApiError> {
@@ -74,8 +73,7 @@ pub async fn report(ctx: &Ctx, client_id: &str, query: &[(String, String)]) -> R
         Ok(if as_html { web::html(200, html::render(&r)) } else { json(200, to_json(&r)?) })
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn history_context(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
@@ -89,6 +87,5 @@ pub async fn history_context(ctx: &Ctx, client_id: &str) -> Result<Response, Api
         Ok(json(200, to_json(&history::build(client_id, ctx.now, &briefs, &ms, &gs))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

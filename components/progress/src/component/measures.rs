@@ -1,6 +1,6 @@
 //! PHQ-9 / GAD-7 administrations (append-only) and their change classification.
 
-use super::clients::ensure_writable;
+use super::clients::{check_writable, ensure_writable};
 use super::ctx::{Ctx, Subject};
 use super::keyring::Cells;
 use crate::domain::access::Action;
@@ -53,6 +53,7 @@ pub async fn create(ctx: &Ctx, client_id: &str, body: &[u8]) -> Result<Response,
         }
         let key = ctx.keys.get(&ctx.db, client_id).await?;
         ctx.write(&s, async {
+            check_writable(ctx, client_id).await?;
             let c = Cells { key: &key, client_id, table: "measures", row: &id, version: 1 };
             ctx.db
                 .exec(
@@ -78,8 +79,7 @@ pub async fn create(ctx: &Ctx, client_id: &str, body: &[u8]) -> Result<Response,
         Ok(json(201, to_json(&serde_json::json!({ "measure": view, "change_from_baseline": change }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn list(ctx: &Ctx, client_id: &str, from: i64, to: i64) -> Result<Response, ApiError> {
@@ -92,6 +92,5 @@ pub async fn list(ctx: &Ctx, client_id: &str, from: i64, to: i64) -> Result<Resp
         Ok(json(200, to_json(&serde_json::json!({ "measures": list, "by_instrument": sections }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

@@ -14,6 +14,7 @@ mod records;
 mod schema;
 mod signin;
 
+use crate::domain::routes::{self, Resolved};
 use config::Config;
 use ctx::Ctx;
 use edge_common::db::Db;
@@ -47,16 +48,18 @@ fn now() -> i64 {
 
 async fn serve(req: Request) -> Result<Response, ApiError> {
     let method = req.method().clone();
-    let path = req.uri().path().trim_end_matches('/').to_string();
+    let path = req.uri().path().to_string();
     let query = web::query_params(req.uri());
     let token = web::bearer_token(req.headers());
-    let segs: Vec<String> = path.trim_start_matches('/').split('/').map(String::from).collect();
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    // Only the operations of the route table (which openapi.json lists exactly) are served.
+    let (op, params) = match routes::resolve(method.as_str(), &path) {
+        Resolved::Found(op, params) => (op, params.into_iter().map(String::from).collect::<Vec<_>>()),
+        Resolved::MethodNotAllowed => return Err(method_not_allowed()),
+        Resolved::NotFound => return Err(ApiError::not_found("no such endpoint; see /v1/openapi.json")),
+    };
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
 
-    if segs.first() != Some(&"v1") {
-        return Err(ApiError::not_found("no such endpoint; see /v1/openapi.json"));
-    }
-    if method == Method::GET && segs[1..] == ["openapi.json"] {
+    if op == "/v1/openapi.json" {
         return Ok(web::json(200, OPENAPI.to_string()));
     }
     let body = if matches!(method, Method::POST | Method::PATCH | Method::PUT) {
@@ -73,72 +76,72 @@ async fn serve(req: Request) -> Result<Response, ApiError> {
         identity::bootstrap_admin(&db, &identity::login_key(&config.master), user, password, now).await?;
     }
 
-    if segs[1..] == ["auth", "login"] {
-        return match method {
-            Method::POST => signin::login(&db, &config, &body, now).await,
-            _ => Err(method_not_allowed()),
-        };
+    if op == "/v1/auth/login" {
+        return signin::login(&db, &config, &body, now).await;
     }
     let token = token.ok_or_else(|| ApiError::unauthorized("sign in first: Authorization: Bearer <token>"))?;
     let principal = identity::authenticate(&db, &token, config.session, now).await?;
-    match (&method, &segs[1..]) {
-        (&Method::POST, ["auth", "logout"]) => return signin::logout(&db, &config, &token, &principal, now).await,
-        (&Method::GET, ["auth", "me"]) => return signin::me(&principal, &config),
+    match op {
+        "/v1/auth/logout" => return signin::logout(&db, &config, &token, &principal, now).await,
+        "/v1/auth/me" => return signin::me(&principal, &config),
         _ => {}
     }
     let ctx = Ctx::new(db, config, principal, now);
-    route(&ctx, &method, &segs[1..], &query, &body).await
+    route(&ctx, &method, op, &params, &query, &body).await
 }
 
 fn method_not_allowed() -> ApiError {
     ApiError::new(405, "method_not_allowed", "method not allowed on this endpoint")
 }
 
-async fn route(ctx: &Ctx, method: &Method, segs: &[&str], query: &[(String, String)], body: &[u8]) -> Result<Response, ApiError> {
+/// One arm per entry of [`routes::ROUTES`] (other than those `serve` answers itself).
+async fn route(ctx: &Ctx, method: &Method, op: &str, params: &[&str], query: &[(String, String)], body: &[u8]) -> Result<Response, ApiError> {
     let flag = |k: &str| query.iter().any(|(n, v)| n == k && v == "true");
-    match (method.clone(), segs) {
-        (Method::POST, ["users"]) => admin::create_user(ctx, body).await,
-        (Method::GET, ["users"]) => admin::list_users(ctx).await,
-        (Method::POST, ["assignments"]) => admin::assign(ctx, body).await,
-        (Method::DELETE, ["assignments", t, c]) => admin::unassign(ctx, t, c).await,
-        (Method::POST, ["admin", "retention"]) => records::run_retention(ctx).await,
+    match (method.as_str(), op, params) {
+        ("POST", "/v1/users", []) => admin::create_user(ctx, body).await,
+        ("GET", "/v1/users", []) => admin::list_users(ctx).await,
+        ("POST", "/v1/assignments", []) => admin::assign(ctx, body).await,
+        ("DELETE", "/v1/assignments/{therapist_id}/{client_id}", [t, c]) => admin::unassign(ctx, t, c).await,
+        ("POST", "/v1/admin/retention", []) => records::run_retention(ctx).await,
 
-        (Method::POST, ["clients"]) => clients::create(ctx, body).await,
-        (Method::GET, ["clients"]) => clients::list(ctx, flag("include_archived")).await,
-        (Method::GET, ["clients", c]) => clients::read(ctx, c).await,
-        (Method::POST, ["clients", c, "archive"]) => clients::archive(ctx, c).await,
+        ("POST", "/v1/clients", []) => clients::create(ctx, body).await,
+        ("GET", "/v1/clients", []) => clients::list(ctx, flag("include_archived")).await,
+        ("GET", "/v1/clients/{client_id}", [c]) => clients::read(ctx, c).await,
+        ("POST", "/v1/clients/{client_id}/archive", [c]) => clients::archive(ctx, c).await,
 
-        (Method::POST, ["clients", c, "sessions"]) => entries::create(ctx, c, body).await,
-        (Method::GET, ["clients", c, "sessions"]) => {
+        ("POST", "/v1/clients/{client_id}/sessions", [c]) => entries::create(ctx, c, body).await,
+        ("GET", "/v1/clients/{client_id}/sessions", [c]) => {
             let p = insights::period(query, ctx.now + 86_400, None)?;
             entries::list(ctx, c, p.from, p.to).await
         }
-        (Method::GET, ["clients", c, "sessions", e]) => entries::read(ctx, c, e).await,
-        (Method::POST, ["clients", c, "sessions", e, "amendments"]) => entries::amend(ctx, c, e, body).await,
+        ("GET", "/v1/clients/{client_id}/sessions/{entry_id}", [c, e]) => entries::read(ctx, c, e).await,
+        ("POST", "/v1/clients/{client_id}/sessions/{entry_id}/amendments", [c, e]) => entries::amend(ctx, c, e, body).await,
 
-        (Method::POST, ["clients", c, "measures"]) => measures::create(ctx, c, body).await,
-        (Method::GET, ["clients", c, "measures"]) => {
+        ("POST", "/v1/clients/{client_id}/measures", [c]) => measures::create(ctx, c, body).await,
+        ("GET", "/v1/clients/{client_id}/measures", [c]) => {
             let p = insights::period(query, ctx.now + 86_400, None)?;
             measures::list(ctx, c, p.from, p.to).await
         }
 
-        (Method::POST, ["clients", c, "goals"]) => goals::create(ctx, c, body).await,
-        (Method::GET, ["clients", c, "goals"]) => goals::list(ctx, c).await,
-        (Method::PATCH, ["clients", c, "goals", g]) => goals::update(ctx, c, g, body).await,
-        (Method::POST, ["clients", c, "goals", g, "milestones"]) => goals::add_milestone(ctx, c, g, body).await,
-        (Method::PATCH, ["clients", c, "goals", g, "milestones", m]) => goals::update_milestone(ctx, c, g, m, body).await,
+        ("POST", "/v1/clients/{client_id}/goals", [c]) => goals::create(ctx, c, body).await,
+        ("GET", "/v1/clients/{client_id}/goals", [c]) => goals::list(ctx, c).await,
+        ("PATCH", "/v1/clients/{client_id}/goals/{goal_id}", [c, g]) => goals::update(ctx, c, g, body).await,
+        ("POST", "/v1/clients/{client_id}/goals/{goal_id}/milestones", [c, g]) => goals::add_milestone(ctx, c, g, body).await,
+        ("PATCH", "/v1/clients/{client_id}/goals/{goal_id}/milestones/{milestone_id}", [c, g, m]) => {
+            goals::update_milestone(ctx, c, g, m, body).await
+        }
 
-        (Method::GET, ["clients", c, "trends"]) => insights::trend(ctx, c, query).await,
-        (Method::GET, ["clients", c, "report"]) => insights::report(ctx, c, query).await,
-        (Method::GET, ["clients", c, "history-context"]) => insights::history_context(ctx, c).await,
-        (Method::GET, ["clients", c, "export"]) => records::export(ctx, c).await,
-        (Method::POST, ["clients", c, "erase"]) => records::erase(ctx, c, body).await,
+        ("GET", "/v1/clients/{client_id}/trends", [c]) => insights::trend(ctx, c, query).await,
+        ("GET", "/v1/clients/{client_id}/report", [c]) => insights::report(ctx, c, query).await,
+        ("GET", "/v1/clients/{client_id}/history-context", [c]) => insights::history_context(ctx, c).await,
+        ("GET", "/v1/clients/{client_id}/export", [c]) => records::export(ctx, c).await,
+        ("POST", "/v1/clients/{client_id}/erase", [c]) => records::erase(ctx, c, body).await,
 
-        (Method::GET, ["audit"]) => oversight::list(ctx, query).await,
-        (Method::GET, ["audit", "verify"]) => oversight::verify(ctx).await,
-        (Method::POST, ["break-glass"]) => oversight::open(ctx, body).await,
-        (Method::GET, ["break-glass"]) => oversight::list_grants(ctx, query).await,
-        (Method::POST, ["break-glass", g, "review"]) => oversight::review(ctx, g).await,
-        _ => Err(ApiError::not_found("no such endpoint; see /v1/openapi.json")),
+        ("GET", "/v1/audit", []) => oversight::list(ctx, query).await,
+        ("GET", "/v1/audit/verify", []) => oversight::verify(ctx).await,
+        ("POST", "/v1/break-glass", []) => oversight::open(ctx, body).await,
+        ("GET", "/v1/break-glass", []) => oversight::list_grants(ctx, query).await,
+        ("POST", "/v1/break-glass/{grant_id}/review", [g]) => oversight::review(ctx, g).await,
+        _ => Err(ApiError::internal("route table entry without a handler")),
     }
 }

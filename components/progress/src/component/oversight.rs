@@ -5,7 +5,7 @@ use super::ctx::{Ctx, Subject};
 use super::keyring::Cells;
 use crate::domain::access::Action;
 use crate::domain::dates::format_datetime;
-use edge_common::api::{parse_json, to_json};
+use edge_common::api::{is_id, parse_json, to_json};
 use edge_common::audit_store::{self, ListFilter};
 use edge_common::db::{text, Value};
 use edge_common::identity::new_id;
@@ -32,8 +32,7 @@ pub async fn list(ctx: &Ctx, query: &[(String, String)]) -> Result<Response, Api
         Ok(json(200, to_json(&serde_json::json!({ "entries": entries }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn verify(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -44,8 +43,7 @@ pub async fn verify(ctx: &Ctx) -> Result<Response, ApiError> {
         Ok(json(200, to_json(&v)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 #[derive(Deserialize)]
@@ -63,7 +61,12 @@ pub async fn open(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let s = Subject::new(Action::BreakGlassOpen, "break-glass", &id, &client_id);
     let result = async {
         ctx.authorize(&s).await?;
+        // Every attempt to open emergency access is flagged for review.
+        ctx.flag_break_glass();
         let g = parsed?;
+        if !is_id(&g.client_id) {
+            return Err(ApiError::bad_request("client_id must be a client id (a UUID)"));
+        }
         if g.reason.trim().chars().count() < 10 || g.reason.chars().count() > 1000 {
             return Err(ApiError::bad_request("reason must be 10 to 1000 characters"));
         }
@@ -71,7 +74,7 @@ pub async fn open(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             return Err(ApiError::not_found("client not found"));
         }
         let key = ctx.keys.get(&ctx.db, &g.client_id).await?;
-        let expires = ctx.now + ctx.config.break_glass_minutes * 60;
+        let expires = ctx.now + ctx.config.break_glass_seconds;
         ctx.write(&s, async {
             let c = Cells { key: &key, client_id: &g.client_id, table: "break_glass", row: &id, version: 1 };
             ctx.db
@@ -85,11 +88,15 @@ pub async fn open(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         Ok(json(201, to_json(&serde_json::json!({ "id": id, "client_id": g.client_id, "expires_at": format_datetime(expires), "flagged_for_review": true }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
-/// Break-glass grants for review, newest first, with the number of accesses made under each.
+/// Break-glass grants for review, newest first, with the number of accesses
+/// made under each (the opening itself not counted) and the decrypted
+/// justification, which the auditor must be able to review (HIPAA emergency
+/// access procedure). Decrypting a reason is a disclosure of that client's
+/// data, so one audit entry per client whose reason was decrypted is written
+/// (`break-glass.review`, resource `break-glass-reason`) before the answer.
 pub async fn list_grants(ctx: &Ctx, query: &[(String, String)]) -> Result<Response, ApiError> {
     let s = Subject::new(Action::BreakGlassReview, "break-glass", "*", "");
     let result = async {
@@ -101,7 +108,7 @@ pub async fn list_grants(ctx: &Ctx, query: &[(String, String)]) -> Result<Respon
                 &format!(
                     "SELECT b.id, b.user_id, b.client_id, b.opened_at, b.expires_at, b.reviewed_at, b.reviewed_by, b.reason,
                         (SELECT COUNT(*) FROM audit_log a WHERE a.break_glass = 1 AND a.actor_id = b.user_id AND a.client_id = b.client_id
-                            AND a.at BETWEEN b.opened_at AND b.expires_at)
+                            AND a.action <> 'break-glass.open' AND a.at BETWEEN b.opened_at AND b.expires_at)
                      FROM break_glass b {} ORDER BY b.opened_at DESC LIMIT 500",
                     if pending_only { "WHERE b.reviewed_at IS NULL" } else { "" }
                 ),
@@ -109,6 +116,7 @@ pub async fn list_grants(ctx: &Ctx, query: &[(String, String)]) -> Result<Respon
             )
             .await?;
         let mut out = Vec::new();
+        let mut disclosed: Vec<Subject> = Vec::new();
         for r in &rows {
             let (id, client_id) = (r.text(0)?, r.text(2)?);
             // The justification is part of what is reviewed.
@@ -116,6 +124,9 @@ pub async fn list_grants(ctx: &Ctx, query: &[(String, String)]) -> Result<Respon
                 Ok(key) => Cells { key: &key, client_id: &client_id, table: "break_glass", row: &id, version: 1 }.open_opt("reason", r.opt_blob(7)?)?,
                 Err(_) => None,
             };
+            if reason.is_some() && !disclosed.iter().any(|d| d.client_id == client_id) {
+                disclosed.push(Subject::new(Action::BreakGlassReview, "break-glass-reason", "*", &client_id));
+            }
             out.push(serde_json::json!({
                 "id": id,
                 "user_id": r.text(1)?,
@@ -129,17 +140,20 @@ pub async fn list_grants(ctx: &Ctx, query: &[(String, String)]) -> Result<Respon
                 "accesses": r.int(8)?,
             }));
         }
+        ctx.record_all(&disclosed, "success").await?;
         Ok(json(200, to_json(&serde_json::json!({ "grants": out }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 pub async fn review(ctx: &Ctx, grant_id: &str) -> Result<Response, ApiError> {
     let s = Subject::new(Action::BreakGlassReview, "break-glass", grant_id, "");
     let result = async {
         ctx.authorize(&s).await?;
+        if !is_id(grant_id) {
+            return Err(ApiError::not_found("no unreviewed break-glass grant with that id"));
+        }
         ctx.write(&s, async {
             ctx.db
                 .exec(
@@ -156,6 +170,5 @@ pub async fn review(ctx: &Ctx, grant_id: &str) -> Result<Response, ApiError> {
         Ok(json(200, to_json(&serde_json::json!({ "id": grant_id, "reviewed_at": format_datetime(ctx.now) }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

@@ -56,8 +56,7 @@ pub async fn export(ctx: &Ctx, client_id: &str) -> Result<Response, ApiError> {
         Ok(json(200, to_json(&doc)?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 #[derive(Deserialize)]
@@ -71,9 +70,12 @@ struct EraseRequest {
 /// the write transaction; `PRAGMA secure_delete` must already be on.
 pub async fn erase_in_tx(ctx: &Ctx, client_id: &str) -> Result<(), ApiError> {
     ctx.keys.destroy(&ctx.db, client_id, ctx.now).await?;
-    for table in ["entries", "measures", "milestones", "goals", "break_glass", "assignments"] {
+    for table in ["entries", "measures", "milestones", "goals", "assignments"] {
         ctx.db.exec(&format!("DELETE FROM {table} WHERE client_id = ?"), vec![text(client_id)]).await?;
     }
+    // Break-glass grants stay for review (who opened access, when, for how
+    // long); only the sealed reason, client data, goes.
+    ctx.db.exec("UPDATE break_glass SET reason = NULL WHERE client_id = ?", vec![text(client_id)]).await?;
     ctx.db
         .exec(
             "UPDATE clients SET display_name = NULL, date_of_birth = NULL, contact = NULL, notes = NULL, erased_at = ? WHERE id = ?",
@@ -104,8 +106,7 @@ pub async fn erase(ctx: &Ctx, client_id: &str, body: &[u8]) -> Result<Response, 
         Ok(json(200, to_json(&serde_json::json!({ "id": client_id, "erased_at": format_datetime(ctx.now), "method": "crypto-shredding: data key destroyed; rows deleted with secure_delete" }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }
 
 /// Applies the retention rules: erases clients archived longer than the record
@@ -143,6 +144,5 @@ pub async fn run_retention(ctx: &Ctx) -> Result<Response, ApiError> {
         }))?))
     }
     .await;
-    ctx.record_outcome(&s, &result).await;
-    result
+    ctx.conclude(&s, result).await
 }

@@ -60,7 +60,15 @@ fn measure_chart(m: &MeasureSection) -> String {
     line_chart(&format!("{} totals", m.instrument.name()), &pts, 0.0, m.instrument.max_total() as f64, &guides)
 }
 
+/// Self-reported mood (0–10) per period: the mean over the period's entries
+/// that carry a mood (periods without one are left out).
 fn mood_chart(t: &Trend) -> String {
+    let pts: Vec<(i64, f64)> = t.buckets.iter().filter_map(|b| b.mean_mood.map(|m| (b.first_at, m))).collect();
+    line_chart("mean self-reported mood (0-10) per period", &pts, 0.0, 10.0, &[(0.0, "0".into()), (5.0, "5".into()), (10.0, "10".into())])
+}
+
+/// Affect (mood combined with the sentiment of the text, -1..1) per period.
+fn affect_chart(t: &Trend) -> String {
     let pts: Vec<(i64, f64)> = t.buckets.iter().map(|b| (b.first_at, b.mean_affect)).collect();
     line_chart("mean affect per period", &pts, -1.0, 1.0, &[(-1.0, "-1".into()), (0.0, "0".into()), (1.0, "+1".into())])
 }
@@ -127,8 +135,9 @@ pub fn render(r: &Report) -> String {
     let t = &r.emotional_trend;
     let _ = write!(
         h,
-        "<h2>Emotional trend</h2>{}<p>{} sessions; mean affect {}; slope per 30 days {}; volatility (RMSSD) {}; direction {}.</p><p class=\"rule\">{} {}</p>",
+        "<h2>Emotional trend</h2><h3>Self-reported mood</h3>{}<h3>Affect</h3>{}<p>{} sessions; mean affect {}; slope per 30 days {}; volatility (RMSSD) {}; direction {}.</p><p class=\"rule\">{} {}</p>",
         mood_chart(t),
+        affect_chart(t),
         t.sessions,
         t.mean_affect.map(|v| format!("{v:.2}")).unwrap_or("n/a".into()),
         t.slope_per_30_days.map(|v| format!("{v:+.3}")).unwrap_or("n/a".into()),
@@ -199,6 +208,48 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(esc(r#"<script>"x"&'y'</script>"#), "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;");
+    }
+
+    #[test]
+    fn report_charts_self_reported_mood_and_affect() {
+        use crate::domain::entries::{EntryBrief, EntryKind};
+        use crate::domain::report::{build, ReportInput};
+        let day = 86_400;
+        let entry = |i: i64, mood: Option<u8>| EntryBrief {
+            id: format!("e{i}"),
+            kind: EntryKind::Session,
+            occurred_at: 1_704_067_200 + i * 40 * day,
+            mood,
+            sentiment: 0.0,
+            affect: crate::domain::affect::affect(mood, 0.0),
+            themes: vec![],
+            risk_flags: vec![],
+        };
+        // Moods 2, 8 and 10 (one entry without a mood), one entry per month.
+        let entries = [entry(0, Some(2)), entry(1, Some(8)), entry(2, None), entry(3, Some(10))];
+        let r = build(&ReportInput {
+            client_id: "c",
+            from: entries[0].occurred_at,
+            to: entries[3].occurred_at,
+            now: entries[3].occurred_at,
+            entries: &entries,
+            measures: &[],
+            goals: &[],
+        });
+        let h = render(&r);
+        let chart = |label: &str| {
+            let start = h.find(&format!(r#"aria-label="{label}""#)).unwrap_or_else(|| panic!("no chart {label:?}"));
+            h[start..start + h[start..].find("</svg>").unwrap()].to_string()
+        };
+        let mood = chart("mean self-reported mood (0-10) per period");
+        assert_eq!(mood.matches("<circle").count(), 3, "three periods with a mood: {mood}");
+        // y of mood m on the 0..10 axis: 8 + (H - PAD - 8) * (1 - m / 10).
+        for m in [2.0, 8.0, 10.0] {
+            let y = 8.0 + (H - PAD - 8.0) * (1.0 - m / 10.0);
+            assert!(mood.contains(&format!(r#"cy="{y:.1}""#)), "mood {m} plotted at y {y:.1}: {mood}");
+        }
+        let affect = chart("mean affect per period");
+        assert_eq!(affect.matches("<circle").count(), 4, "{affect}");
     }
 
     #[test]

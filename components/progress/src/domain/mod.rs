@@ -9,5 +9,6 @@ pub mod history;
 pub mod html;
 pub mod measures;
 pub mod recommend;
+pub mod routes;
 pub mod report;
 pub mod trends;

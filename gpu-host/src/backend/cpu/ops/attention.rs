@@ -113,25 +113,30 @@ fn attention_by_rows(
             let values = &v_cache[kv_base..kv_base + max_seq * head_dim];
 
             scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in start..=p {
-                let sc = dot(&keys[j * head_dim..(j + 1) * head_dim], q_h) * scale;
-                max = max.max(sc);
-                scores.push(sc);
-            }
-            let mut sum = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            let inv = 1.0 / sum;
-            out_h.fill(0.0);
-            for (jj, sc) in scores.iter().enumerate() {
+            scores.extend((start..=p).map(|j| dot(&keys[j * head_dim..(j + 1) * head_dim], q_h) * scale));
+            softmax_weighted_sum(out_h, scores, |jj| {
                 let j = start + jj;
-                axpy(out_h, sc * inv, &values[j * head_dim..(j + 1) * head_dim]);
-            }
+                &values[j * head_dim..(j + 1) * head_dim]
+            });
         },
     );
+}
+
+/// `out = Σ_j softmax(scores)_j · value(j)`, the softmax in f32 after
+/// subtracting the maximum; `scores` is overwritten. Shared by the
+/// row-by-row attention here and the paged attention of serving.
+pub(super) fn softmax_weighted_sum<'v>(out: &mut [f32], scores: &mut [f32], value: impl Fn(usize) -> &'v [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for sc in scores.iter_mut() {
+        *sc = (*sc - max).exp();
+        sum += *sc;
+    }
+    let inv = 1.0 / sum;
+    out.fill(0.0);
+    for (j, sc) in scores.iter().enumerate() {
+        axpy(out, sc * inv, value(j));
+    }
 }
 
 fn attention_by_heads(

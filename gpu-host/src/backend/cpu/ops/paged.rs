@@ -15,7 +15,8 @@
 //! softmax after subtracting the maximum) are those of
 //! [`super::attention`], which is the test oracle for this module.
 
-use super::vector::{axpy, dot};
+use super::attention::softmax_weighted_sum;
+use super::vector::dot;
 use rayon::prelude::*;
 
 /// The rows of one sequence inside a batch.
@@ -143,24 +144,14 @@ pub fn paged_attention_forward(
             let kvh = h / group;
             let slot = |j: usize| sq.blocks[j / bs] as usize * bs + j % bs;
             scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in start..=p {
+            scores.extend((start..=p).map(|j| {
                 let o = s.offset(slot(j), kvh);
-                let sc = dot(&k_pool[o..o + hd], q_h) * scale;
-                max = max.max(sc);
-                scores.push(sc);
-            }
-            let mut sum = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            let inv = 1.0 / sum;
-            out_h.fill(0.0);
-            for (jj, sc) in scores.iter().enumerate() {
+                dot(&k_pool[o..o + hd], q_h) * scale
+            }));
+            softmax_weighted_sum(out_h, scores, |jj| {
                 let o = s.offset(slot(start + jj), kvh);
-                axpy(out_h, sc * inv, &v_pool[o..o + hd]);
-            }
+                &v_pool[o..o + hd]
+            });
         });
 }
 
