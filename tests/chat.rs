@@ -30,6 +30,28 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits inside the workspace").to_path_buf()
 }
 
+/// Private copies of the gpu-host and edge-host binaries built from this
+/// checkout. The shared target dir's `debug/gpu-host` and `debug/edge-host`
+/// are rebuilt by other checkouts at any time (an older gpu-host without
+/// `serve` made these tests fail mid-run); the support code takes
+/// `GPU_HOST_BIN` / `EDGE_HOST_BIN` when set, so point them at copies.
+fn private_binaries() {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = cargo().args(["build", "-p", "gpu-host", "-p", "edge-host"]).status().expect("running cargo");
+        assert!(status.success(), "building gpu-host and edge-host failed");
+        let dir = tempfile::Builder::new().prefix("chat-e2e-bin-").tempdir().expect("temp dir");
+        for (name, var) in [("gpu-host", "GPU_HOST_BIN"), ("edge-host", "EDGE_HOST_BIN")] {
+            let copy = dir.path().join(name);
+            std::fs::copy(target_dir().join("debug").join(name), &copy).expect("copying the binary");
+            // SAFETY: set once, before any test thread starts a process
+            // (every test calls this first, and OnceLock makes the others wait).
+            unsafe { std::env::set_var(var, &copy) };
+        }
+        dir
+    });
+}
+
 /// The chat components: (component id, wasm) for api, safety-screen, gpu-pool.
 fn components() -> &'static [(&'static str, PathBuf)] {
     static W: OnceLock<Vec<(&'static str, PathBuf)>> = OnceLock::new();
@@ -70,6 +92,7 @@ struct Stack {
 }
 
 fn start(extra_env: &[(&str, &str)]) -> Result<Stack> {
+    private_binaries();
     let token_dir = tempfile::tempdir()?;
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, GPU_TOKEN)?;
@@ -418,6 +441,7 @@ fn cache_entries_expire_and_are_not_stored_in_the_clear() -> Result<()> {
 /// and the chat API's routes side by side.
 #[test]
 fn the_root_manifest_serves_chat_beside_progress() -> Result<()> {
+    private_binaries();
     let status = cargo()
         .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "progress"])
         .status()?;
@@ -459,6 +483,7 @@ fn the_root_manifest_serves_chat_beside_progress() -> Result<()> {
 /// filter's rules: the filter rewrites them, plain and streamed.
 #[test]
 fn the_output_filter_covers_plain_and_streamed_replies() -> Result<()> {
+    private_binaries();
     use e2e_tests::{MockResponse, MockServer};
     const REPLY: &str = "That sounds hard. You have bipolar disorder. Take 50mg of sertraline. Let's talk.";
     let mock = MockServer::start(|req| {
