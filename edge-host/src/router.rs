@@ -96,4 +96,20 @@ mod tests {
         assert!(none.route("/b").is_none());
         assert!(none.route("/a/").is_some());
     }
+
+    /// The chat API's routes in spin.toml rely on these beating progress's `/v1/...`.
+    #[test]
+    fn chat_routes_beat_the_v1_wildcard() {
+        let router = Router::new(&[
+            r(RoutePattern::Exact("/v1/chat/completions".into()), "api"),
+            r(RoutePattern::Wildcard("/v1/keys".into()), "api"),
+            r(RoutePattern::Wildcard("/v1".into()), "progress"),
+        ]);
+        assert_eq!(router.route("/v1/chat/completions").unwrap().component, "api");
+        assert_eq!(router.route("/v1/keys").unwrap().component, "api");
+        assert_eq!(router.route("/v1/keys/key_1").unwrap().component, "api");
+        assert_eq!(router.route("/v1/keysx").unwrap().component, "progress");
+        assert_eq!(router.route("/v1/chat/other").unwrap().component, "progress");
+        assert_eq!(router.route("/v1/clients").unwrap().component, "progress");
+    }
 }

@@ -114,6 +114,10 @@ impl GpuHost {
         format!("{}{path}", self.base_url)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

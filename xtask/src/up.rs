@@ -1,9 +1,10 @@
 //! `cargo xtask up`: the whole stack on one machine with embedded defaults.
 //!
 //! On a new data dir it generates the deployment's secrets (the master key
-//! that wraps per-client data keys, the first administrator's password),
-//! keeps them in `<data-dir>/secrets.env` (mode 0600) and prints the
-//! administrator's credentials once.
+//! that wraps per-client data keys, the first administrator's password, the
+//! chat API's server secret and first admin API key), keeps them in
+//! `<data-dir>/secrets.env` (mode 0600) and prints the administrator's
+//! credentials and the admin API key once.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -35,6 +36,10 @@ const GENERATED_SECRETS: &[(&str, usize)] = &[
     ("SPIN_VARIABLE_BOOTSTRAP_ADMIN_PASSWORD", 18),
     // The bearer token between the edge and the gpu-host pool.
     ("SPIN_VARIABLE_GPU_HOST_TOKEN", 24),
+    // The chat API's server secret (keys API-key hashes and cache keys).
+    ("SPIN_VARIABLE_CHAT_SECRET", 32),
+    // The chat API's first admin key (`tk_` + 64 hex digits, as the API makes them).
+    ("SPIN_VARIABLE_BOOTSTRAP_API_KEY", 32),
 ];
 
 pub fn run(root: &Path, args: UpArgs) -> Result<()> {
@@ -159,7 +164,9 @@ fn load_or_create_secrets(path: &Path) -> Result<BTreeMap<String, String>> {
     let mut created = Vec::new();
     for (name, bytes) in GENERATED_SECRETS {
         if !secrets.contains_key(*name) {
-            secrets.insert(name.to_string(), random_hex(*bytes)?);
+            let value = random_hex(*bytes)?;
+            let value = if *name == "SPIN_VARIABLE_BOOTSTRAP_API_KEY" { format!("tk_{value}") } else { value };
+            secrets.insert(name.to_string(), value);
             created.push(*name);
         }
     }
@@ -177,6 +184,14 @@ fn load_or_create_secrets(path: &Path) -> Result<BTreeMap<String, String>> {
             println!(
                 "xtask: first administrator: username `admin`, password `{}` (shown once; also in {})",
                 secrets["SPIN_VARIABLE_BOOTSTRAP_ADMIN_PASSWORD"],
+                path.display()
+            );
+        }
+        if created.contains(&"SPIN_VARIABLE_BOOTSTRAP_API_KEY") {
+            println!(
+                "xtask: first chat API admin key: `{}` (shown once; also in {}); \
+                 use it as `Authorization: Bearer <key>` on /v1/keys to create the others",
+                secrets["SPIN_VARIABLE_BOOTSTRAP_API_KEY"],
                 path.display()
             );
         }
