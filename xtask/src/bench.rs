@@ -9,10 +9,16 @@
 //!
 //! Targets (issue #2, 2 cores, load generator on the same machine):
 //! `/json` ≥ 6,000 req/s with p99 < 10 ms; `/sql-row` ≥ 2,000 req/s.
+//!
+//! `cargo xtask bench chat`: the edge chat API's cached path (issue #7:
+//! ≥ 5,000 req/s with p99 < 5 ms on 2 cores). Starts a gpu-host on the tiny
+//! model and edge-host with the root `spin.toml`, sends one deterministic
+//! chat (a miss, answered by the gpu-host), then drives the same request,
+//! authenticated, screened and answered from the cache.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,6 +31,9 @@ pub enum BenchTarget {
     /// Benchmark edge-host serving the conformance component (`/json`,
     /// `/sql-row`) on 127.0.0.1.
     Edge(EdgeArgs),
+    /// Benchmark a cached chat completion through the edge chat API
+    /// (auth, safety screen, cache) on 127.0.0.1.
+    Chat(EdgeArgs),
 }
 
 #[derive(Args)]
@@ -52,7 +61,111 @@ pub struct EdgeArgs {
 pub fn run(root: &Path, target: BenchTarget) -> Result<()> {
     match target {
         BenchTarget::Edge(args) => edge(root, args),
+        BenchTarget::Chat(args) => chat(root, args),
     }
+}
+
+const CHAT_KEY: &str = "tk_bench_admin_key_0123456789abcdef0123456789abcdef";
+const CHAT_BODY: &str = r#"{"model":"tiny","messages":[{"role":"system","content":"You are a supportive assistant."},{"role":"user","content":"How can I sleep better before exams?"}],"max_tokens":16,"temperature":0}"#;
+
+fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
+    if !(1..=300).contains(&args.duration) || args.warmup > 60 || !(1..=1024).contains(&args.connections) {
+        bail!("--duration must be 1..=300 s, --warmup 0..=60 s, --connections 1..=1024");
+    }
+    let edge_host = args.edge_host.clone().unwrap_or_else(|| root.join("target/release/edge-host"));
+    if !args.no_build {
+        crate::toolchain::ensure_wasm_target()?;
+        crate::components::build_all(root)?;
+        crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host", "-p", "gpu-host"]))?;
+    }
+    let dir = TempDir::new()?;
+    let gpu_bin = root.join("target/release/gpu-host");
+    let model = dir.0.join("tiny");
+    crate::run(Command::new(&gpu_bin).args(["init-model", "--preset", "tiny", "--out"]).arg(&model).stdout(Stdio::null()))?;
+    let token_file = dir.0.join("gpu.token");
+    std::fs::write(&token_file, "bench-gpu-token")?;
+    let gpu = crate::up::GpuHost::start(&gpu_bin, &model, "127.0.0.1:0", &token_file)?;
+    let data_dir = dir.0.join("data");
+    std::fs::create_dir_all(&data_dir)?;
+    let log = dir.0.join("edge-host.log");
+    let env = [
+        ("SPIN_VARIABLE_CHAT_SECRET", "bench-chat-secret-0123456789abcdef".to_string()),
+        ("SPIN_VARIABLE_BOOTSTRAP_API_KEY", CHAT_KEY.to_string()),
+        ("SPIN_VARIABLE_GPU_HOSTS", gpu.url.clone()),
+        ("SPIN_VARIABLE_GPU_HOST_TOKEN", "bench-gpu-token".to_string()),
+        ("SPIN_VARIABLE_PHI_MASTER_KEY", "00".repeat(32)),
+    ];
+    let host = Host::start_with(&edge_host, &root.join("spin.toml"), &data_dir, &log, &env)?;
+    println!("edge-host at http://{} with gpu-host {} (log: {})", host.addr, gpu.url, log.display());
+    let probe = Probe { method: "POST", path: "/v1/chat/completions", body: CHAT_BODY, auth: Some(CHAT_KEY) };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?;
+    let result = rt.block_on(async {
+        // The first request is a miss (answered by the gpu-host), the second a hit.
+        for expect in ["miss", "hit"] {
+            let (status, cache, text) = send_probe(host.addr, &probe).await?;
+            if status != 200 || cache != expect {
+                bail!("warm-up chat answered {status} (x-cache {cache:?}, expected {expect}): {text}");
+            }
+        }
+        if args.warmup > 0 {
+            load_probe(host.addr, probe, args.connections, Duration::from_secs(args.warmup)).await;
+        }
+        Ok(load_probe(host.addr, probe, args.connections, Duration::from_secs(args.duration)).await)
+    });
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("{e:#}\nedge-host log:\n{tail}");
+        }
+    };
+    let rps = stats.ok as f64 / stats.elapsed.as_secs_f64();
+    let p99 = stats.percentile(99.0);
+    println!(
+        "\n| route | connections | requests | req/s | p50 ms | p99 ms | errors | target |\n|---|---|---|---|---|---|---|---|\n\
+         | POST /v1/chat/completions (cache hit) | {} | {} | {:.0} | {:.2} | {:.2} | {} | ≥ 5000 req/s, p99 < 5 ms: {} |",
+        args.connections,
+        stats.ok,
+        rps,
+        stats.percentile(50.0),
+        p99,
+        stats.errors,
+        if rps >= 5000.0 && p99 < 5.0 { "met" } else { "MISSED" }
+    );
+    drop(gpu);
+    Ok(())
+}
+
+/// One kind of request the load generator sends.
+#[derive(Clone, Copy)]
+struct Probe {
+    method: &'static str,
+    path: &'static str,
+    body: &'static str,
+    auth: Option<&'static str>,
+}
+
+impl Probe {
+    fn request(&self, host: &str) -> hyper::Request<Full<Bytes>> {
+        let mut b = hyper::Request::builder().method(self.method).uri(self.path).header(hyper::header::HOST, host);
+        if let Some(key) = self.auth {
+            b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if !self.body.is_empty() {
+            b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        b.body(Full::new(Bytes::from_static(self.body.as_bytes()))).expect("static request")
+    }
+}
+
+/// One probe on a fresh connection: (status, x-cache header, body).
+async fn send_probe(addr: SocketAddr, probe: &Probe) -> Result<(u16, String, String)> {
+    let mut sender = connect::<Full<Bytes>>(addr).await?;
+    let resp = sender.send_request(probe.request(&addr.to_string())).await?;
+    let status = resp.status().as_u16();
+    let cache = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, cache, String::from_utf8_lossy(&body).into_owned()))
 }
 
 struct Route {
@@ -224,7 +337,12 @@ struct Host {
 
 impl Host {
     fn start(bin: &Path, manifest: &Path, data_dir: &Path, log: &Path) -> Result<Host> {
+        Self::start_with(bin, manifest, data_dir, log, &[])
+    }
+
+    fn start_with(bin: &Path, manifest: &Path, data_dir: &Path, log: &Path, env: &[(&str, String)]) -> Result<Host> {
         let mut child = Command::new(bin)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg("up")
             .arg("--manifest")
             .arg(manifest)
@@ -372,16 +490,16 @@ impl Stats {
 
 /// `connections` keep-alive connections each loop GET `path` until the
 /// deadline; reconnects after a connection error.
-async fn load(
-    addr: SocketAddr,
-    path: &'static str,
-    connections: usize,
-    duration: Duration,
-) -> Stats {
+async fn load(addr: SocketAddr, path: &'static str, connections: usize, duration: Duration) -> Stats {
+    load_probe(addr, Probe { method: "GET", path, body: "", auth: None }, connections, duration).await
+}
+
+/// Like [`load`], with any [`Probe`].
+async fn load_probe(addr: SocketAddr, probe: Probe, connections: usize, duration: Duration) -> Stats {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(addr, path, deadline)))
+        .map(|_| tokio::spawn(connection(addr, probe, deadline)))
         .collect();
     let mut total = Stats::default();
     for t in tasks {
@@ -398,11 +516,11 @@ async fn load(
     total
 }
 
-async fn connection(addr: SocketAddr, path: &'static str, deadline: Instant) -> Stats {
+async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats {
     let mut s = Stats::default();
     let host = addr.to_string();
     'reconnect: while Instant::now() < deadline {
-        let mut sender = match connect::<Empty<Bytes>>(addr).await {
+        let mut sender = match connect::<Full<Bytes>>(addr).await {
             Ok(sender) => sender,
             Err(_) => {
                 s.errors += 1;
@@ -415,10 +533,7 @@ async fn connection(addr: SocketAddr, path: &'static str, deadline: Instant) -> 
                 s.errors += 1;
                 continue 'reconnect;
             }
-            let req = hyper::Request::get(path)
-                .header(hyper::header::HOST, &host)
-                .body(Empty::<Bytes>::new())
-                .expect("static request");
+            let req = probe.request(&host);
             let t = Instant::now();
             let resp = match sender.send_request(req).await {
                 Ok(resp) => resp,

@@ -104,13 +104,13 @@ fn default_model(gpu_host: &Path, data_dir: &Path) -> Result<PathBuf> {
 }
 
 /// A `gpu-host serve` child process, stopped when `up` ends.
-struct GpuHost {
+pub(crate) struct GpuHost {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl GpuHost {
-    fn start(bin: &Path, model: &Path, listen: &str, token_file: &Path) -> Result<GpuHost> {
+    pub(crate) fn start(bin: &Path, model: &Path, listen: &str, token_file: &Path) -> Result<GpuHost> {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(bin);
         cmd.arg("serve")
