@@ -20,6 +20,10 @@ use rayon::prelude::*;
 
 /// Output columns per parallel task in the one-row path.
 const MATVEC_CHUNK: usize = 32;
+/// Up to this many rows, each weight row is read once and dotted with every
+/// input row (a batch of decoding sequences stays memory-bound); more rows
+/// go through sgemm, whose packing would cost more than it saves here.
+const FEW_ROWS: usize = 8;
 /// Most weight rows widened to f32 at once in the bf16 many-row path.
 const BF16_BLOCK: usize = 128;
 
@@ -36,6 +40,9 @@ pub fn matmul_forward(
     check_shapes(out, inp, weight.len(), bias, n, c, oc);
     if n == 1 {
         return matvec(out, inp, weight, bias, c);
+    }
+    if n <= FEW_ROWS {
+        return matvec_rows(out, inp, weight, bias, n, c, oc);
     }
     fill_bias(out, bias, oc);
     let block = column_block(oc, usize::MAX);
@@ -73,6 +80,9 @@ pub fn matmul_forward_bf16(
     check_shapes(out, inp, weight.len(), bias, n, c, oc);
     if n == 1 {
         return matvec(out, inp, weight, bias, c);
+    }
+    if n <= FEW_ROWS {
+        return matvec_rows(out, inp, weight, bias, n, c, oc);
     }
     fill_bias(out, bias, oc);
     let block = column_block(oc, BF16_BLOCK);
@@ -116,6 +126,41 @@ fn matvec<W: WeightElem>(
                 *o = dot(&weight[j * c..(j + 1) * c], inp) + b;
             }
         });
+}
+
+/// A few input rows: `out[t, j] = dot(weight[j, :], inp[t, :]) + bias[j]`,
+/// each weight row read once for all rows.
+fn matvec_rows<W: WeightElem>(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[W],
+    bias: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    let chunks = oc.div_ceil(MATVEC_CHUNK);
+    let results: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let (j0, j1) = (chunk * MATVEC_CHUNK, ((chunk + 1) * MATVEC_CHUNK).min(oc));
+            let mut vals = Vec::with_capacity((j1 - j0) * n);
+            for j in j0..j1 {
+                let w = &weight[j * c..(j + 1) * c];
+                let b = bias.map_or(0.0, |b| b[j]);
+                vals.extend((0..n).map(|t| dot(w, &inp[t * c..(t + 1) * c]) + b));
+            }
+            vals
+        })
+        .collect();
+    for (chunk, vals) in results.iter().enumerate() {
+        let j0 = chunk * MATVEC_CHUNK;
+        for (jj, row) in vals.chunks_exact(n).enumerate() {
+            for (t, v) in row.iter().enumerate() {
+                out[t * oc + j0 + jj] = *v;
+            }
+        }
+    }
 }
 
 /// Columns per task: the outputs split evenly over the pool's threads (in
