@@ -38,11 +38,8 @@ pub fn matmul_forward(
     oc: usize,
 ) {
     check_shapes(out, inp, weight.len(), bias, n, c, oc);
-    if n == 1 {
-        return matvec(out, inp, weight, bias, c);
-    }
-    if n <= FEW_ROWS {
-        return matvec_rows(out, inp, weight, bias, n, c, oc);
+    if matmul_few_rows(out, inp, weight, bias, n, c, oc) {
+        return;
     }
     fill_bias(out, bias, oc);
     let block = column_block(oc, usize::MAX);
@@ -78,11 +75,8 @@ pub fn matmul_forward_bf16(
     oc: usize,
 ) {
     check_shapes(out, inp, weight.len(), bias, n, c, oc);
-    if n == 1 {
-        return matvec(out, inp, weight, bias, c);
-    }
-    if n <= FEW_ROWS {
-        return matvec_rows(out, inp, weight, bias, n, c, oc);
+    if matmul_few_rows(out, inp, weight, bias, n, c, oc) {
+        return;
     }
     fill_bias(out, bias, oc);
     let block = column_block(oc, BF16_BLOCK);
@@ -106,6 +100,25 @@ pub fn matmul_forward_bf16(
             };
         },
     );
+}
+
+/// The memory-bound paths shared by both weight dtypes: one row, or up to
+/// [`FEW_ROWS`]. False when `n` rows go through sgemm instead.
+fn matmul_few_rows<W: WeightElem>(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[W],
+    bias: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+) -> bool {
+    match n {
+        1 => matvec(out, inp, weight, bias, c),
+        _ if n <= FEW_ROWS => matvec_rows(out, inp, weight, bias, n, c, oc),
+        _ => return false,
+    }
+    true
 }
 
 /// One input row: `out[j] = dot(weight[j, :], inp) + bias[j]`.
