@@ -31,3 +31,14 @@ extern "C" __global__ void embedding_forward_f32(float* out, const unsigned* tok
 extern "C" __global__ void embedding_forward_bf16(float* out, const unsigned* tokens, const bf16_t* wte, int c) {
     embedding_row(out, tokens, wte, c);
 }
+
+// embedding_backward(dwte [vocab, c] (+=), dout [n, c], tokens [n] u32, n, c)
+//   dwte[tokens[i], :] += dout[i, :] (atomics: repeated tokens share a row;
+//   only full fine-tuning trains the embedding). Launch: grid-stride, block 256.
+extern "C" __global__ void embedding_backward(float* dwte, const float* dout, const unsigned* tokens, int n, int c) {
+    const size_t total = (size_t)n * c;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / c, j = i % c;
+        atomicAdd(dwte + (size_t)tokens[t] * c + j, dout[i]);
+    }
+}

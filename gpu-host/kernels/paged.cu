@@ -40,6 +40,26 @@ extern "C" __global__ void rope_forward_positions(float* x, const float* cos_t, 
     }
 }
 
+// rope_backward_positions(dx [n, n_heads, head_dim] in place, cos, sin, positions [n] (int), n, n_heads, head_dim)
+//   The transpose of rope_forward_positions: each pair rotated by -angle
+//   (twin of train::ops::rope::rope_backward). Launch: grid-stride, block 256.
+extern "C" __global__ void rope_backward_positions(float* x, const float* cos_t, const float* sin_t, const int* positions,
+                                                   int n, int n_heads, int head_dim) {
+    const int half = head_dim / 2;
+    const size_t total = (size_t)n * n_heads * half;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        const int i = (int)(idx % half);
+        const size_t row = idx / half;
+        const int t = (int)(row / n_heads);
+        float* head = x + row * head_dim;
+        const size_t tab = (size_t)positions[t] * half + i;
+        const float c = cos_t[tab], s = -sin_t[tab];
+        const float a = head[i], b = head[i + half];
+        head[i] = a * c - b * s;
+        head[i + half] = b * c + a * s;
+    }
+}
+
 extern "C" __global__ void paged_kv_write(float* k_pool, float* v_pool, const float* k, const float* v, const int* slots,
                                           int n, int n_kv_heads, int block_size, int head_dim) {
     const size_t kv_dim = (size_t)n_kv_heads * head_dim;

@@ -77,3 +77,44 @@ extern "C" __global__ void __launch_bounds__(RMS_THREADS)
     residual_rmsnorm_forward(float* out, float* residual, const float* inp, const float* weight, int c, float eps) {
     rmsnorm_row<true>(out, residual, inp, weight, c, eps);
 }
+
+// ---- training ---------------------------------------------------------------
+// rmsnorm_forward_rstd(out [n, c], rstd [n], inp [n, c], weight [c], c, eps)
+//   As rmsnorm_forward, and saves rstd = 1/sqrt(mean(inp^2) + eps) per row
+//   for the backward (twin of train::ops::rmsnorm::rmsnorm_forward).
+// rmsnorm_backward(dinp [n, c] (+=), dweight [c] (+=, may be null), dout [n, c],
+//                  inp [n, c], weight [c], rstd [n], c)
+//   dinp += rstd * (dout*w - x*rstd*mean(dout*w*x*rstd)); dweight += dout*x*rstd
+//   (atomics: only full fine-tuning asks for it).
+//   Launch (both): grid (n), block 256; one block per row.
+
+extern "C" __global__ void __launch_bounds__(RMS_THREADS)
+    rmsnorm_forward_rstd(float* out, float* rstd, const float* inp, const float* weight, int c, float eps) {
+    __shared__ float scratch[32];
+    const size_t base = (size_t)blockIdx.x * c;
+    const float* x = inp + base;
+    float ss = 0.f;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) ss += x[j] * x[j];
+    ss = block_sum(ss, scratch);
+    const float rs = 1.f / sqrtf(ss / (float)c + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+    float* y = out + base;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) y[j] = (x[j] * rs) * weight[j];
+}
+
+extern "C" __global__ void __launch_bounds__(RMS_THREADS) rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                                                                          const float* weight, const float* rstd, int c) {
+    __shared__ float scratch[32];
+    const size_t base = (size_t)blockIdx.x * c;
+    const float rs = rstd[blockIdx.x];
+    const float *dy = dout + base, *x = inp + base;
+    float dot = 0.f;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) dot += dy[j] * weight[j] * x[j] * rs;
+    dot = block_sum(dot, scratch);
+    const float mean = dot / (float)c;
+    float* dx = dinp + base;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) {
+        dx[j] += rs * (dy[j] * weight[j] - x[j] * rs * mean);
+        if (dweight) atomicAdd(dweight + j, dy[j] * x[j] * rs);
+    }
+}

@@ -22,3 +22,15 @@ extern "C" __global__ void swiglu_forward(float* out, const float* gate, const f
     }
     for (size_t i = done + start; i < len; i += stride) out[i] = swiglu(gate[i], up[i]);
 }
+
+// swiglu_backward(dgate [len] (+=), dup [len] (+=), dout [len], gate [len], up [len], len)
+//   With s = sigmoid(gate): dup += dout*gate*s; dgate += dout*up*s*(1 + gate*(1 - s))
+//   (twin of train::ops::swiglu::swiglu_backward). Launch: grid-stride, block 256.
+extern "C" __global__ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, size_t len) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += (size_t)gridDim.x * blockDim.x) {
+        const float g = gate[i], d = dout[i];
+        const float s = 1.f / (1.f + expf(-g));
+        dup[i] += d * (g * s);
+        dgate[i] += d * up[i] * s * (1.f + g * (1.f - s));
+    }
+}

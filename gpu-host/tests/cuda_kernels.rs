@@ -5,91 +5,15 @@
 //! Without a usable GPU each test prints why and passes.
 #![cfg(feature = "cuda")]
 
-use cudarc::driver::CudaSlice;
 use gpu_host::backend::AttentionShape;
 use gpu_host::backend::cpu::ops as cpu;
 use gpu_host::backend::cuda::ops::attention::attention_forward_with;
 use gpu_host::backend::cuda::ops::{self as cuda, AttentionPlan, AttentionScratch, Gemm};
-use gpu_host::backend::cuda::{Gpu, cuda_available};
 use gpu_host::rng::Rng;
 use half::bf16;
-use std::sync::OnceLock;
 
-const F32_TOL: f64 = 1e-5;
-const BF16_TOL: f64 = 1e-2;
-
-fn gpu() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    let g = GPU.get_or_init(|| match cuda_available() {
-        Ok(()) => Some(Gpu::new(0).expect("CUDA is present but device 0 cannot be opened")),
-        Err(why) => {
-            require_cuda(&why);
-            eprintln!("skipped: {why}");
-            None
-        }
-    });
-    if g.is_none() {
-        eprintln!("skipped: no usable GPU");
-    }
-    g.as_ref()
-}
-
-/// On the GPU machine the suite must not skip: `GPU_HOST_REQUIRE_CUDA=1`
-/// turns "no usable GPU" into a failure.
-fn require_cuda(why: &str) {
-    assert!(
-        std::env::var_os("GPU_HOST_REQUIRE_CUDA").is_none(),
-        "GPU_HOST_REQUIRE_CUDA is set but {why}"
-    );
-}
-
-fn normal(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
-    (0..len).map(|_| rng.next_normal() as f32 * scale).collect()
-}
-
-fn to_bf16(v: &[f32]) -> Vec<bf16> {
-    v.iter().map(|x| bf16::from_f32(*x)).collect()
-}
-
-fn widen(v: &[bf16]) -> Vec<f32> {
-    v.iter().map(|x| x.to_f32()).collect()
-}
-
-fn up<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, v: &[T]) -> CudaSlice<T> {
-    gpu.stream.clone_htod(v).unwrap()
-}
-
-fn down<T: cudarc::driver::DeviceRepr + Default + Clone>(gpu: &Gpu, v: &CudaSlice<T>) -> Vec<T> {
-    let out = gpu.stream.clone_dtoh(v).unwrap();
-    gpu.synchronize().unwrap();
-    gpu.ctx.check_err().unwrap();
-    out
-}
-
-/// A buffer of NaN: an element the kernel fails to write stays NaN.
-fn poisoned(gpu: &Gpu, len: usize) -> CudaSlice<f32> {
-    up(gpu, &vec![f32::NAN; len])
-}
-
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    if got.iter().any(|x| !x.is_finite()) {
-        return f64::INFINITY;
-    }
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
-    let e = rel_err(got, want);
-    eprintln!("{what}: relative error {e:.2e}");
-    assert!(e <= tol, "{what}: relative error {e:.3e} exceeds {tol:e}");
-}
+mod cuda_support;
+use cuda_support::*;
 
 #[test]
 fn cuda_embedding_matches_cpu() {
@@ -603,7 +527,13 @@ fn paged_ops_match_cpu() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(41);
     for (head_dim, window) in [(64usize, None), (128, Some(7))] {
-        let s = cpu::PagedShape { n_heads: 4, n_kv_heads: 2, head_dim, block_size: 4, window };
+        let s = cpu::PagedShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim,
+            block_size: 4,
+            window,
+        };
         let kv_dim = s.n_kv_heads * head_dim;
         let q_dim = s.n_heads * head_dim;
         let num_blocks = 16;
@@ -616,7 +546,16 @@ fn paged_ops_match_cpu() {
         let mut want = x.clone();
         cpu::rope_forward_positions(&mut want, &cos, &sin, &positions, s.n_heads, head_dim);
         let mut xd = up(gpu, &x);
-        cuda::rope_forward_positions(gpu, &mut xd, &up(gpu, &cos), &up(gpu, &sin), &positions, s.n_heads, head_dim).unwrap();
+        cuda::rope_forward_positions(
+            gpu,
+            &mut xd,
+            &up(gpu, &cos),
+            &up(gpu, &sin),
+            &positions,
+            s.n_heads,
+            head_dim,
+        )
+        .unwrap();
         let e = rel_err(&down(gpu, &xd), &want);
         assert!(e < F32_TOL, "rope_forward_positions hd{head_dim}: {e}");
 
@@ -631,16 +570,32 @@ fn paged_ops_match_cpu() {
         for (blocks, len) in [(&blocks_a, len_a), (&blocks_b, len_b)] {
             let k = normal(&mut rng, len * kv_dim, 1.0);
             let v = normal(&mut rng, len * kv_dim, 1.0);
-            let slots: Vec<u32> = (0..len).map(|j| blocks[j / 4] * 4 + (j % 4) as u32).collect();
+            let slots: Vec<u32> = (0..len)
+                .map(|j| blocks[j / 4] * 4 + (j % 4) as u32)
+                .collect();
             cpu::paged_kv_write(&mut k_pool, &mut v_pool, &k, &v, &slots, s);
-            cuda::paged_kv_write(gpu, &mut kd, &mut vd, &up(gpu, &k), &up(gpu, &v), &slots, s).unwrap();
+            cuda::paged_kv_write(gpu, &mut kd, &mut vd, &up(gpu, &k), &up(gpu, &v), &slots, s)
+                .unwrap();
         }
-        assert!(rel_err(&down(gpu, &kd), &k_pool) < F32_TOL && rel_err(&down(gpu, &vd), &v_pool) < F32_TOL);
+        assert!(
+            rel_err(&down(gpu, &kd), &k_pool) < F32_TOL
+                && rel_err(&down(gpu, &vd), &v_pool) < F32_TOL
+        );
 
         // a: decode its last position; b: a 6-row chunk at positions 4..10.
         let seqs = [
-            cpu::PagedSeq { row0: 0, n: 1, pos0: len_a - 1, blocks: &blocks_a },
-            cpu::PagedSeq { row0: 1, n: 6, pos0: len_b - 6, blocks: &blocks_b },
+            cpu::PagedSeq {
+                row0: 0,
+                n: 1,
+                pos0: len_a - 1,
+                blocks: &blocks_a,
+            },
+            cpu::PagedSeq {
+                row0: 1,
+                n: 6,
+                pos0: len_b - 6,
+                blocks: &blocks_b,
+            },
         ];
         let q = normal(&mut rng, 7 * q_dim, 1.0);
         let mut want = vec![0f32; q.len()];
@@ -648,6 +603,9 @@ fn paged_ops_match_cpu() {
         let mut out = poisoned(gpu, q.len());
         cuda::paged_attention_forward(gpu, &mut out, &up(gpu, &q), &kd, &vd, &seqs, s).unwrap();
         let e = rel_err(&down(gpu, &out), &want);
-        assert!(e < F32_TOL, "paged_attention_forward hd{head_dim} window {window:?}: {e}");
+        assert!(
+            e < F32_TOL,
+            "paged_attention_forward hd{head_dim} window {window:?}: {e}"
+        );
     }
 }

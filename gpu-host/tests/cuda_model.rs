@@ -123,13 +123,26 @@ fn cuda_tiny_model_logits_match_cpu() {
 fn cuda_batched_paged_steps_match_cpu() {
     use gpu_host::model::{BatchOutput, BatchSeq, SeqOutput};
     if let Err(why) = cuda_available() {
-        assert!(std::env::var_os("GPU_HOST_REQUIRE_CUDA").is_none(), "GPU_HOST_REQUIRE_CUDA is set but {why}");
+        assert!(
+            std::env::var_os("GPU_HOST_REQUIRE_CUDA").is_none(),
+            "GPU_HOST_REQUIRE_CUDA is set but {why}"
+        );
         eprintln!("skipped: {why}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    write_checkpoint(&InitSpec { seed: 5, ..InitSpec::new(Preset::Tiny, Architecture::Qwen2) }, dir.path()).unwrap();
-    let options = LoadOptions { dtype: Some(WeightDtype::F32), max_seq: Some(256) };
+    write_checkpoint(
+        &InitSpec {
+            seed: 5,
+            ..InitSpec::new(Preset::Tiny, Architecture::Qwen2)
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let options = LoadOptions {
+        dtype: Some(WeightDtype::F32),
+        max_seq: Some(256),
+    };
     let cpu = Llama::load(dir.path(), CpuBackend::new(0).unwrap(), &options).unwrap();
     let gpu = Llama::load(dir.path(), CudaBackend::new(0).unwrap(), &options).unwrap();
     let vocab = cpu.config().vocab_size;
@@ -144,17 +157,48 @@ fn cuda_batched_paged_steps_match_cpu() {
         let mut all = Vec::new();
         let plan: [Vec<BatchSeq>; 3] = [
             vec![
-                BatchSeq { tokens: &a[..10], pos0: 0, blocks: ba, output: SeqOutput::None, adapter: None },
-                BatchSeq { tokens: &b[..8], pos0: 0, blocks: bb, output: SeqOutput::LastLogits, adapter: None },
+                BatchSeq {
+                    tokens: &a[..10],
+                    pos0: 0,
+                    blocks: ba,
+                    output: SeqOutput::None,
+                    adapter: None,
+                },
+                BatchSeq {
+                    tokens: &b[..8],
+                    pos0: 0,
+                    blocks: bb,
+                    output: SeqOutput::LastLogits,
+                    adapter: None,
+                },
             ],
             vec![
-                BatchSeq { tokens: &b[8..9], pos0: 8, blocks: bb, output: SeqOutput::LastLogits, adapter: None },
-                BatchSeq { tokens: &a[10..22], pos0: 10, blocks: ba, output: SeqOutput::LastLogits, adapter: None },
+                BatchSeq {
+                    tokens: &b[8..9],
+                    pos0: 8,
+                    blocks: bb,
+                    output: SeqOutput::LastLogits,
+                    adapter: None,
+                },
+                BatchSeq {
+                    tokens: &a[10..22],
+                    pos0: 10,
+                    blocks: ba,
+                    output: SeqOutput::LastLogits,
+                    adapter: None,
+                },
             ],
-            vec![BatchSeq { tokens: &a[22..23], pos0: 22, blocks: ba, output: SeqOutput::HiddenSum, adapter: None }],
+            vec![BatchSeq {
+                tokens: &a[22..23],
+                pos0: 22,
+                blocks: ba,
+                output: SeqOutput::HiddenSum,
+                adapter: None,
+            }],
         ];
         for step in plan {
-            m.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+            m.forward_batch(&mut act, &mut cache, &step, &mut out)
+                .unwrap();
             all.extend_from_slice(&out.logits);
             all.extend_from_slice(&out.hidden_sums);
         }

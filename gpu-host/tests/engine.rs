@@ -484,27 +484,71 @@ fn batched_paged_steps_match_each_sequence_alone() {
         let row = |v: &[f32], t: usize| v[t * vocab..(t + 1) * vocab].to_vec();
         // Step 1: a's first 10 prompt tokens (no output) + b's whole prompt.
         let step = [
-            BatchSeq { tokens: &a[..10], pos0: 0, blocks: &blocks_a, output: SeqOutput::None, adapter: None },
-            BatchSeq { tokens: &b[..8], pos0: 0, blocks: &blocks_b, output: SeqOutput::LastLogits, adapter: None },
+            BatchSeq {
+                tokens: &a[..10],
+                pos0: 0,
+                blocks: &blocks_a,
+                output: SeqOutput::None,
+                adapter: None,
+            },
+            BatchSeq {
+                tokens: &b[..8],
+                pos0: 0,
+                blocks: &blocks_b,
+                output: SeqOutput::LastLogits,
+                adapter: None,
+            },
         ];
-        model.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+        model
+            .forward_batch(&mut act, &mut cache, &step, &mut out)
+            .unwrap();
         assert!(max_abs_diff(&out.logits, &row(&want_b, 7)) < 1e-4);
         // Step 2: b decodes its 9th token while a finishes its prompt.
         let step = [
-            BatchSeq { tokens: &b[8..9], pos0: 8, blocks: &blocks_b, output: SeqOutput::LastLogits, adapter: None },
-            BatchSeq { tokens: &a[10..22], pos0: 10, blocks: &blocks_a, output: SeqOutput::LastLogits, adapter: None },
+            BatchSeq {
+                tokens: &b[8..9],
+                pos0: 8,
+                blocks: &blocks_b,
+                output: SeqOutput::LastLogits,
+                adapter: None,
+            },
+            BatchSeq {
+                tokens: &a[10..22],
+                pos0: 10,
+                blocks: &blocks_a,
+                output: SeqOutput::LastLogits,
+                adapter: None,
+            },
         ];
-        model.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+        model
+            .forward_batch(&mut act, &mut cache, &step, &mut out)
+            .unwrap();
         assert!(max_abs_diff(&out.logits[..vocab], &row(&want_b, 8)) < 1e-4);
         assert!(max_abs_diff(&out.logits[vocab..], &row(&want_a, 21)) < 1e-4);
         // Step 3: a decodes alone.
-        let step = [BatchSeq { tokens: &a[22..23], pos0: 22, blocks: &blocks_a, output: SeqOutput::LastLogits, adapter: None }];
-        model.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+        let step = [BatchSeq {
+            tokens: &a[22..23],
+            pos0: 22,
+            blocks: &blocks_a,
+            output: SeqOutput::LastLogits,
+            adapter: None,
+        }];
+        model
+            .forward_batch(&mut act, &mut cache, &step, &mut out)
+            .unwrap();
         assert!(max_abs_diff(&out.logits, &row(&want_a, 22)) < 1e-4);
 
         // A block table too short for the positions is an error, not a panic.
-        let bad = [BatchSeq { tokens: &a[..10], pos0: 0, blocks: &blocks_a[..2], output: SeqOutput::None, adapter: None }];
-        let err = model.forward_batch(&mut act, &mut cache, &bad, &mut out).unwrap_err();
+        let bad = [BatchSeq {
+            tokens: &a[..10],
+            pos0: 0,
+            blocks: &blocks_a[..2],
+            output: SeqOutput::None,
+            adapter: None,
+        }];
+        let err = model
+            .forward_batch(&mut act, &mut cache, &bad, &mut out)
+            .unwrap_err();
         assert!(err.to_string().contains("block table"), "{err}");
     }
 }

@@ -62,16 +62,42 @@ pub trait Backend: Send + Sync + 'static {
     /// Copies `out.len()` values starting at `offset` back to the host.
     fn download(&self, buf: &Self::Buffer, offset: usize, out: &mut [f32]) -> Result<()>;
     /// `dst[dst_offset..][..len] = src[src_offset..][..len]`.
-    fn copy(&self, dst: &mut Self::Buffer, dst_offset: usize, src: &Self::Buffer, src_offset: usize, len: usize) -> Result<()>;
+    fn copy(
+        &self,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        src: &Self::Buffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()>;
 
     /// Stores a parameter. Vectors (norms, biases) are kept in f32; matrices
     /// in `dtype`.
-    fn load_weight(&self, data: HostData, is_matrix: bool, dtype: WeightDtype) -> Result<Self::Weight>;
+    fn load_weight(
+        &self,
+        data: HostData,
+        is_matrix: bool,
+        dtype: WeightDtype,
+    ) -> Result<Self::Weight>;
 
     /// `out[n, c] = wte[tokens[i], :]`.
-    fn embedding_forward(&self, out: &mut Self::Buffer, tokens: &[u32], wte: &Self::Weight, c: usize) -> Result<()>;
+    fn embedding_forward(
+        &self,
+        out: &mut Self::Buffer,
+        tokens: &[u32],
+        wte: &Self::Weight,
+        c: usize,
+    ) -> Result<()>;
     /// Row-wise RMSNorm of `inp[n, c]` into `out[n, c]`.
-    fn rmsnorm_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, weight: &Self::Weight, n: usize, c: usize, eps: f32) -> Result<()>;
+    fn rmsnorm_forward(
+        &self,
+        out: &mut Self::Buffer,
+        inp: &Self::Buffer,
+        weight: &Self::Weight,
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) -> Result<()>;
     /// `out[n, oc] = inp[n, c] · weight[oc, c]ᵀ + bias[oc]`.
     #[allow(clippy::too_many_arguments)]
     fn matmul_forward(
@@ -121,9 +147,20 @@ pub trait Backend: Send + Sync + 'static {
         shape: AttentionShape,
     ) -> Result<()>;
     /// `out[..len] = silu(gate[..len]) · up[..len]`.
-    fn swiglu_forward(&self, out: &mut Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, len: usize) -> Result<()>;
+    fn swiglu_forward(
+        &self,
+        out: &mut Self::Buffer,
+        gate: &Self::Buffer,
+        up: &Self::Buffer,
+        len: usize,
+    ) -> Result<()>;
     /// `out[..len] += inp[..len]`.
-    fn residual_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, len: usize) -> Result<()>;
+    fn residual_forward(
+        &self,
+        out: &mut Self::Buffer,
+        inp: &Self::Buffer,
+        len: usize,
+    ) -> Result<()>;
 
     // Serving: continuous batching over a paged KV cache.
 

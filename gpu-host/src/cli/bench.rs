@@ -1,12 +1,11 @@
 //! `gpu-host bench ...`: throughput measurements. `forward` now; serving,
 //! training and kernel benchmarks come with their issues.
 
-use anyhow::Result;
 use super::device::{DeviceArgs, load_model, with_model};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use gpu_host::bench::{ForwardBenchParams, bench_forward};
 use std::path::PathBuf;
-
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -104,10 +103,14 @@ fn serve(args: ServeBenchArgs) -> Result<()> {
         fixed_length: args.fixed_length,
     };
     let bar = indicatif::ProgressBar::new(args.requests as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} requests {elapsed}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} requests {elapsed}")
+            .expect("valid template"),
     );
     let b = bar.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(run(params, move || b.inc(1)))?;
     bar.finish_and_clear();
     println!("{}", report.table());
@@ -120,9 +123,15 @@ fn serve(args: ServeBenchArgs) -> Result<()> {
 
 fn forward(args: ForwardArgs) -> Result<()> {
     let model = load_model(&args.model, args.device, None)?;
-    let params = ForwardBenchParams { prompt_tokens: args.prompt_tokens, decode_tokens: args.decode_tokens, repeats: args.repeats };
-    let bar = indicatif::ProgressBar::new(args.repeats as u64 + 1)
-        .with_style(indicatif::ProgressStyle::with_template("benchmarking {bar:30} {pos}/{len} rounds").expect("valid template"));
+    let params = ForwardBenchParams {
+        prompt_tokens: args.prompt_tokens,
+        decode_tokens: args.decode_tokens,
+        repeats: args.repeats,
+    };
+    let bar = indicatif::ProgressBar::new(args.repeats as u64 + 1).with_style(
+        indicatif::ProgressStyle::with_template("benchmarking {bar:30} {pos}/{len} rounds")
+            .expect("valid template"),
+    );
     with_model!(model, |model| {
         let r = bench_forward(&model, &params, || bar.inc(1))?;
         bar.finish_and_clear();

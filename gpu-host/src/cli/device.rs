@@ -51,7 +51,9 @@ impl FromStr for Device {
             "cuda" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse) {
                 Some(Ok(n)) => Ok(Device::Cuda(n)),
-                _ => Err(format!("`{s}` is not a device: use auto, cpu, cuda or cuda:N")),
+                _ => Err(format!(
+                    "`{s}` is not a device: use auto, cpu, cuda or cuda:N"
+                )),
             },
         }
     }
@@ -85,7 +87,9 @@ fn resolve(device: Device) -> Result<Device> {
                     tracing::info!("--device auto: a GPU is usable, using cuda:0");
                     return Ok(Device::Cuda(0));
                 }
-                Err(why) => tracing::info!("--device auto: no usable GPU ({why}); using the CPU backend"),
+                Err(why) => {
+                    tracing::info!("--device auto: no usable GPU ({why}); using the CPU backend")
+                }
             }
             Ok(Device::Cpu)
         }
@@ -104,7 +108,11 @@ fn resolve(device: Device) -> Result<Device> {
 }
 
 pub fn load_model(dir: &Path, d: DeviceArgs, max_seq: Option<usize>) -> Result<AnyModel> {
-    let DeviceArgs { device, threads, dtype } = d;
+    let DeviceArgs {
+        device,
+        threads,
+        dtype,
+    } = d;
     let options = LoadOptions {
         dtype: match dtype {
             DtypeChoice::Auto => None,
@@ -114,7 +122,9 @@ pub fn load_model(dir: &Path, d: DeviceArgs, max_seq: Option<usize>) -> Result<A
         max_seq,
     };
     Ok(match resolve(device)? {
-        Device::Cpu | Device::Auto => AnyModel::Cpu(Llama::load(dir, CpuBackend::new(threads)?, &options)?),
+        Device::Cpu | Device::Auto => {
+            AnyModel::Cpu(Llama::load(dir, CpuBackend::new(threads)?, &options)?)
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda(n) => AnyModel::Cuda(Llama::load(dir, CudaBackend::new(n)?, &options)?),
         #[cfg(not(feature = "cuda"))]

@@ -2,12 +2,12 @@
 //! completion of a prompt (or a chat rendered with the model's template).
 
 use super::device::{DeviceArgs, load_model, with_model};
-use gpu_host::backend::Backend;
-use gpu_host::model::Llama;
 use anyhow::{Context, Result};
 use clap::Args;
+use gpu_host::backend::Backend;
 use gpu_host::checkpoint::GenerationDefaults;
 use gpu_host::generate::{GenerateParams, Generator};
+use gpu_host::model::Llama;
 use gpu_host::tokenizer::{ChatMessage, TextTokenizer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,10 +64,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     let model = load_model(&args.model, args.device, None)?;
-    with_model!(model, |model| generate_on(&model, &tokenizer, &prompt_ids, &args))
+    with_model!(model, |model| generate_on(
+        &model,
+        &tokenizer,
+        &prompt_ids,
+        &args
+    ))
 }
 
-fn generate_on<B: Backend>(model: &Llama<B>, tokenizer: &TextTokenizer, prompt_ids: &[u32], args: &GenerateArgs) -> Result<()> {
+fn generate_on<B: Backend>(
+    model: &Llama<B>,
+    tokenizer: &TextTokenizer,
+    prompt_ids: &[u32],
+    args: &GenerateArgs,
+) -> Result<()> {
     let defaults =
         GenerationDefaults::from_file_if_present(&args.model.join("generation_config.json"))?;
     let mut params =

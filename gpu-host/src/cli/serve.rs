@@ -62,9 +62,14 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<()> {
     let auth_token = match &args.auth_token_file {
         Some(path) => {
-            let t = std::fs::read_to_string(path).with_context(|| format!("cannot read --auth-token-file {}", path.display()))?;
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --auth-token-file {}", path.display()))?;
             let t = t.trim().to_string();
-            anyhow::ensure!(!t.is_empty(), "--auth-token-file {} is empty", path.display());
+            anyhow::ensure!(
+                !t.is_empty(),
+                "--auth-token-file {} is empty",
+                path.display()
+            );
             Some(t)
         }
         None => None,
@@ -90,7 +95,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = with_model!(model, |model| gpu_host::serve::start(&opts, Loaded { model, tokenizer }).await?);
+        let server = with_model!(model, |model| gpu_host::serve::start(
+            &opts,
+            Loaded { model, tokenizer }
+        )
+        .await?);
         // The line tests and scripts wait for (stdout carries only this).
         println!("gpu-host listening on http://{}", server.addr);
         tokio::signal::ctrl_c().await.ok();
@@ -101,7 +110,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
 fn parse_adapter(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
-        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => Ok((name.to_string(), PathBuf::from(dir))),
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(dir)))
+        }
         _ => Err(format!("`{s}` is not NAME=DIR")),
     }
 }

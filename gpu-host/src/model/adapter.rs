@@ -33,22 +33,53 @@ pub struct AdapterSpan<'a> {
     pub adapter: &'a MoeLoraAdapter,
 }
 
-fn get_rows<B: Backend>(b: &B, buf: &B::Buffer, row0: usize, n: usize, width: usize) -> Result<Vec<f32>> {
+fn get_rows<B: Backend>(
+    b: &B,
+    buf: &B::Buffer,
+    row0: usize,
+    n: usize,
+    width: usize,
+) -> Result<Vec<f32>> {
     let mut out = vec![0f32; n * width];
     b.download(buf, row0 * width, &mut out)?;
     Ok(out)
 }
 
-fn put_rows<B: Backend>(b: &B, buf: &mut B::Buffer, row0: usize, width: usize, data: &[f32]) -> Result<()> {
+fn put_rows<B: Backend>(
+    b: &B,
+    buf: &mut B::Buffer,
+    row0: usize,
+    width: usize,
+    data: &[f32],
+) -> Result<()> {
     let tmp = b.upload(data)?;
     b.copy(buf, row0 * width, &tmp, 0, data.len())
 }
 
 /// `scale · B · (A · x)` for `n` rows of `x`.
-fn lora_delta(x: &[f32], pair: &LoraPair, rank: usize, scale: f32, gate: Option<&[f32]>, n: usize) -> Vec<f32> {
+fn lora_delta(
+    x: &[f32],
+    pair: &LoraPair,
+    rank: usize,
+    scale: f32,
+    gate: Option<&[f32]>,
+    n: usize,
+) -> Vec<f32> {
     let mut out = vec![0f32; n * pair.out_dim];
     let mut xa = vec![0f32; n * rank];
-    lora_forward(&mut out, &mut xa, x, &pair.a, &pair.b, gate, scale, n, pair.in_dim, rank, pair.out_dim);
+    lora_forward(
+        &mut out,
+        &mut xa,
+        x,
+        &pair.a,
+        &pair.b,
+        gate,
+        scale,
+        n,
+        pair.in_dim,
+        rank,
+        pair.out_dim,
+    );
     out
 }
 
@@ -66,7 +97,9 @@ pub(crate) fn attention_lora<B: Backend>(
     out_w: usize,
 ) -> Result<()> {
     let a = span.adapter;
-    let Some(pair) = &a.layers[l].attn[which] else { return Ok(()) };
+    let Some(pair) = &a.layers[l].attn[which] else {
+        return Ok(());
+    };
     let xs = get_rows(b, x, span.row0, span.n, x_w)?;
     let delta = lora_delta(&xs, pair, a.rank, a.scale, None, span.n);
     let mut rows = get_rows(b, out, span.row0, span.n, out_w)?;
@@ -118,20 +151,32 @@ pub(crate) fn moe_mlp<B: Backend>(
             continue;
         }
         let gather = |v: &[f32], width: usize| -> Vec<f32> {
-            rows.iter().flat_map(|&t| v[t * width..(t + 1) * width].iter().copied()).collect()
+            rows.iter()
+                .flat_map(|&t| v[t * width..(t + 1) * width].iter().copied())
+                .collect()
         };
         let xe = gather(&x, c);
         let mut g = gather(&g0, f);
         let mut u = gather(&u0, f);
-        g.iter_mut().zip(lora_delta(&xe, &expert.gate_proj, a.rank, a.scale, None, m)).for_each(|(o, d)| *o += d);
-        u.iter_mut().zip(lora_delta(&xe, &expert.up_proj, a.rank, a.scale, None, m)).for_each(|(o, d)| *o += d);
+        g.iter_mut()
+            .zip(lora_delta(&xe, &expert.gate_proj, a.rank, a.scale, None, m))
+            .for_each(|(o, d)| *o += d);
+        u.iter_mut()
+            .zip(lora_delta(&xe, &expert.up_proj, a.rank, a.scale, None, m))
+            .for_each(|(o, d)| *o += d);
         let mut h = vec![0f32; m * f];
         swiglu_forward(&mut h, &g, &u);
         let d = lora_delta(&h, &expert.down_proj, a.rank, a.scale, Some(&weights), m);
         for (i, &t) in rows.iter().enumerate() {
             let wt = weights[i];
-            hbar[t * f..(t + 1) * f].iter_mut().zip(&h[i * f..(i + 1) * f]).for_each(|(hb, h)| *hb += wt * h);
-            down[t * c..(t + 1) * c].iter_mut().zip(&d[i * c..(i + 1) * c]).for_each(|(o, d)| *o += d);
+            hbar[t * f..(t + 1) * f]
+                .iter_mut()
+                .zip(&h[i * f..(i + 1) * f])
+                .for_each(|(hb, h)| *hb += wt * h);
+            down[t * c..(t + 1) * c]
+                .iter_mut()
+                .zip(&d[i * c..(i + 1) * c])
+                .for_each(|(o, d)| *o += d);
         }
     }
     put_rows(b, hidden, span.row0, f, &hbar)?;
@@ -139,7 +184,13 @@ pub(crate) fn moe_mlp<B: Backend>(
 }
 
 /// Adds `delta [n, width]` to the span's rows of `buf`.
-pub(crate) fn add_rows<B: Backend>(b: &B, buf: &mut B::Buffer, span: &AdapterSpan, width: usize, delta: &[f32]) -> Result<()> {
+pub(crate) fn add_rows<B: Backend>(
+    b: &B,
+    buf: &mut B::Buffer,
+    span: &AdapterSpan,
+    width: usize,
+    delta: &[f32],
+) -> Result<()> {
     let mut rows = get_rows(b, buf, span.row0, span.n, width)?;
     rows.iter_mut().zip(delta).for_each(|(o, d)| *o += d);
     put_rows(b, buf, span.row0, width, &rows)
@@ -159,13 +210,24 @@ mod tests {
     #[test]
     fn serving_with_an_adapter_matches_the_training_forward() {
         let ck = tiny_checkpoint();
-        let moe = MoeConfig { attn_targets: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(), ..MoeConfig::default() };
+        let moe = MoeConfig {
+            attn_targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                .map(String::from)
+                .to_vec(),
+            ..MoeConfig::default()
+        };
         let mut model = TrainModel::<f32>::from_checkpoint(ck.path(), moe, 3).unwrap();
         let mut rng = Rng::new(8);
         for i in 0..model.params.len() {
             if !model.params.base[i] {
-                let amp = if model.params.names[i].ends_with("router.weight") { 0.5 } else { 0.05 };
-                model.params.data[i].iter_mut().for_each(|x| *x = amp * rng.next_normal() as f32);
+                let amp = if model.params.names[i].ends_with("router.weight") {
+                    0.5
+                } else {
+                    0.05
+                };
+                model.params.data[i]
+                    .iter_mut()
+                    .for_each(|x| *x = amp * rng.next_normal() as f32);
             }
         }
         let dir = tempfile::tempdir().unwrap();
@@ -174,11 +236,23 @@ mod tests {
 
         let vocab = model.config.vocab_size;
         let tokens: Vec<u32> = (0..19).map(|_| rng.below(vocab as u64) as u32).collect();
-        let want = model.logits(&Batch::from_documents(&[(&tokens, &[true; 19], 255)])).unwrap();
+        let want = model
+            .logits(&Batch::from_documents(&[(&tokens, &[true; 19], 255)]))
+            .unwrap();
         let base = TrainModel::<f32>::from_checkpoint(ck.path(), MoeConfig::default(), 3).unwrap();
-        let want_base = base.logits(&Batch::from_documents(&[(&tokens, &[true; 19], 255)])).unwrap();
+        let want_base = base
+            .logits(&Batch::from_documents(&[(&tokens, &[true; 19], 255)]))
+            .unwrap();
 
-        let engine = Llama::load(ck.path(), CpuBackend::new(2).unwrap(), &LoadOptions { dtype: None, max_seq: Some(64) }).unwrap();
+        let engine = Llama::load(
+            ck.path(),
+            CpuBackend::new(2).unwrap(),
+            &LoadOptions {
+                dtype: None,
+                max_seq: Some(64),
+            },
+        )
+        .unwrap();
         let mut cache = engine.new_paged_cache(4, 16).unwrap();
         let mut act = engine.new_batch_activations(64, 4).unwrap();
         let mut out = BatchOutput::default();
@@ -186,17 +260,42 @@ mod tests {
         // Prefill 11 tokens then 7 more; the base sequence rides along.
         let mut check = |range: std::ops::Range<usize>| {
             let step = [
-                BatchSeq { tokens: &tokens[range.clone()], pos0: range.start, blocks: &blocks_b, output: SeqOutput::LastLogits, adapter: None },
-                BatchSeq { tokens: &tokens[range.clone()], pos0: range.start, blocks: &blocks_a, output: SeqOutput::LastLogits, adapter: Some(&adapter) },
+                BatchSeq {
+                    tokens: &tokens[range.clone()],
+                    pos0: range.start,
+                    blocks: &blocks_b,
+                    output: SeqOutput::LastLogits,
+                    adapter: None,
+                },
+                BatchSeq {
+                    tokens: &tokens[range.clone()],
+                    pos0: range.start,
+                    blocks: &blocks_a,
+                    output: SeqOutput::LastLogits,
+                    adapter: Some(&adapter),
+                },
             ];
-            engine.forward_batch(&mut act, &mut cache, &step, &mut out).unwrap();
+            engine
+                .forward_batch(&mut act, &mut cache, &step, &mut out)
+                .unwrap();
             let t = range.end - 1;
             let row = |v: &[f32]| v[t * vocab..(t + 1) * vocab].to_vec();
-            let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            let (base_err, adapter_err) = (diff(&out.logits[..vocab], &row(&want_base)), diff(&out.logits[vocab..], &row(&want)));
+            let diff = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max)
+            };
+            let (base_err, adapter_err) = (
+                diff(&out.logits[..vocab], &row(&want_base)),
+                diff(&out.logits[vocab..], &row(&want)),
+            );
             assert!(base_err < 1e-3, "base row {t}: {base_err}");
             assert!(adapter_err < 1e-3, "adapter row {t}: {adapter_err}");
-            assert!(diff(&row(&want), &row(&want_base)) > 1e-2, "the adapter changes the logits");
+            assert!(
+                diff(&row(&want), &row(&want_base)) > 1e-2,
+                "the adapter changes the logits"
+            );
         };
         check(0..11);
         check(11..18);

@@ -68,7 +68,11 @@ impl<B: Backend> Llama<B> {
         PagedKvCache::new(&self.backend, &self.config, block_size, num_blocks)
     }
 
-    pub fn new_batch_activations(&self, max_tokens: usize, max_seqs: usize) -> Result<BatchActivations<B>> {
+    pub fn new_batch_activations(
+        &self,
+        max_tokens: usize,
+        max_seqs: usize,
+    ) -> Result<BatchActivations<B>> {
         let c = &self.config;
         let s = max_seqs.max(1);
         let b = &self.backend;
@@ -99,11 +103,20 @@ impl<B: Backend> Llama<B> {
             bail!("a batch step over no tokens");
         }
         if n > ba.act.max_tokens {
-            bail!("a batch step of {n} tokens exceeds the activations' {}", ba.act.max_tokens);
+            bail!(
+                "a batch step of {n} tokens exceeds the activations' {}",
+                ba.act.max_tokens
+            );
         }
-        let want_logits = seqs.iter().filter(|s| s.output == SeqOutput::LastLogits).count();
+        let want_logits = seqs
+            .iter()
+            .filter(|s| s.output == SeqOutput::LastLogits)
+            .count();
         if want_logits > ba.max_seqs {
-            bail!("{want_logits} sequences want logits; the activations hold {}", ba.max_seqs);
+            bail!(
+                "{want_logits} sequences want logits; the activations hold {}",
+                ba.max_seqs
+            );
         }
         // Flatten tokens, positions and cache slots; check everything the
         // ops would otherwise assert on.
@@ -117,13 +130,22 @@ impl<B: Backend> Llama<B> {
                 bail!("a sequence in the batch has no new tokens");
             }
             if end > self.max_seq {
-                bail!("position {end} exceeds the model's context of {}", self.max_seq);
+                bail!(
+                    "position {end} exceeds the model's context of {}",
+                    self.max_seq
+                );
             }
             if s.blocks.len() * bs < end {
-                bail!("block table covers {} positions, {end} needed", s.blocks.len() * bs);
+                bail!(
+                    "block table covers {} positions, {end} needed",
+                    s.blocks.len() * bs
+                );
             }
             if let Some(&b) = s.blocks.iter().find(|&&b| b as usize >= cache.num_blocks()) {
-                bail!("block {b} is outside the cache of {} blocks", cache.num_blocks());
+                bail!(
+                    "block {b} is outside the cache of {} blocks",
+                    cache.num_blocks()
+                );
             }
             if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
                 bail!("token id {bad} is out of range for a vocabulary of {vocab}");
@@ -131,9 +153,18 @@ impl<B: Backend> Llama<B> {
             if let Some(a) = s.adapter
                 && a.layers.len() != cfg.num_layers
             {
-                bail!("the adapter has {} layers; the model has {}", a.layers.len(), cfg.num_layers);
+                bail!(
+                    "the adapter has {} layers; the model has {}",
+                    a.layers.len(),
+                    cfg.num_layers
+                );
             }
-            paged.push(PagedSeq { row0: tokens.len(), n: s.tokens.len(), pos0: s.pos0, blocks: s.blocks });
+            paged.push(PagedSeq {
+                row0: tokens.len(),
+                n: s.tokens.len(),
+                pos0: s.pos0,
+                blocks: s.blocks,
+            });
             for (i, &t) in s.tokens.iter().enumerate() {
                 let p = s.pos0 + i;
                 tokens.push(t);
@@ -141,7 +172,8 @@ impl<B: Backend> Llama<B> {
                 slots.push(s.blocks[p / bs] * bs as u32 + (p % bs) as u32);
             }
         }
-        self.backend.enter(|| self.batch_step(ba, cache, &tokens, &positions, &slots, &paged, seqs, out))
+        self.backend
+            .enter(|| self.batch_step(ba, cache, &tokens, &positions, &slots, &paged, seqs, out))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -165,7 +197,13 @@ impl<B: Backend> Llama<B> {
         let spans: Vec<super::adapter::AdapterSpan> = seqs
             .iter()
             .zip(paged)
-            .filter_map(|(s, p)| s.adapter.map(|adapter| super::adapter::AdapterSpan { row0: p.row0, n: p.n, adapter }))
+            .filter_map(|(s, p)| {
+                s.adapter.map(|adapter| super::adapter::AdapterSpan {
+                    row0: p.row0,
+                    n: p.n,
+                    adapter,
+                })
+            })
             .collect();
         self.decoder_layers(&mut ba.act, tokens, &spans, |l, a| {
             b.rope_forward_positions(&mut a.q, cos, sin, positions, cfg.num_heads, hd)?;
@@ -181,7 +219,13 @@ impl<B: Backend> Llama<B> {
         let mut k = 0;
         for (s, p) in seqs.iter().zip(paged) {
             if s.output == SeqOutput::LastLogits {
-                b.copy(&mut ba.rows, k * c, &ba.act.residual, (p.row0 + p.n - 1) * c, c)?;
+                b.copy(
+                    &mut ba.rows,
+                    k * c,
+                    &ba.act.residual,
+                    (p.row0 + p.n - 1) * c,
+                    c,
+                )?;
                 k += 1;
             }
         }

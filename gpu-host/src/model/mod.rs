@@ -306,30 +306,103 @@ impl<B: Backend> Llama<B> {
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention block.
             b.rmsnorm_forward(&mut a.normed, &a.residual, &lw.input_layernorm, n, c, eps)?;
-            b.matmul_forward(&mut a.q, &a.normed, &lw.q_proj, lw.q_bias.as_ref(), n, c, qd)?;
-            b.matmul_forward(&mut a.k, &a.normed, &lw.k_proj, lw.k_bias.as_ref(), n, c, kvd)?;
-            b.matmul_forward(&mut a.v, &a.normed, &lw.v_proj, lw.v_bias.as_ref(), n, c, kvd)?;
+            b.matmul_forward(
+                &mut a.q,
+                &a.normed,
+                &lw.q_proj,
+                lw.q_bias.as_ref(),
+                n,
+                c,
+                qd,
+            )?;
+            b.matmul_forward(
+                &mut a.k,
+                &a.normed,
+                &lw.k_proj,
+                lw.k_bias.as_ref(),
+                n,
+                c,
+                kvd,
+            )?;
+            b.matmul_forward(
+                &mut a.v,
+                &a.normed,
+                &lw.v_proj,
+                lw.v_bias.as_ref(),
+                n,
+                c,
+                kvd,
+            )?;
             for s in spans {
                 adapter::attention_lora(b, s, l, 0, &a.normed, c, &mut a.q, qd)?;
                 adapter::attention_lora(b, s, l, 1, &a.normed, c, &mut a.k, kvd)?;
                 adapter::attention_lora(b, s, l, 2, &a.normed, c, &mut a.v, kvd)?;
             }
             attend(l, a)?;
-            b.matmul_forward(&mut a.proj, &a.attn, &lw.o_proj, lw.o_bias.as_ref(), n, qd, c)?;
+            b.matmul_forward(
+                &mut a.proj,
+                &a.attn,
+                &lw.o_proj,
+                lw.o_bias.as_ref(),
+                n,
+                qd,
+                c,
+            )?;
             for s in spans {
                 adapter::attention_lora(b, s, l, 3, &a.attn, qd, &mut a.proj, c)?;
             }
             b.residual_forward(&mut a.residual, &a.proj, n * c)?;
             // MLP block.
-            b.rmsnorm_forward(&mut a.normed, &a.residual, &lw.post_attention_layernorm, n, c, eps)?;
-            b.matmul_forward(&mut a.gate, &a.normed, &lw.gate_proj, lw.gate_bias.as_ref(), n, c, f)?;
-            b.matmul_forward(&mut a.up, &a.normed, &lw.up_proj, lw.up_bias.as_ref(), n, c, f)?;
+            b.rmsnorm_forward(
+                &mut a.normed,
+                &a.residual,
+                &lw.post_attention_layernorm,
+                n,
+                c,
+                eps,
+            )?;
+            b.matmul_forward(
+                &mut a.gate,
+                &a.normed,
+                &lw.gate_proj,
+                lw.gate_bias.as_ref(),
+                n,
+                c,
+                f,
+            )?;
+            b.matmul_forward(
+                &mut a.up,
+                &a.normed,
+                &lw.up_proj,
+                lw.up_bias.as_ref(),
+                n,
+                c,
+                f,
+            )?;
             b.swiglu_forward(&mut a.hidden, &a.gate, &a.up, n * f)?;
             let mut expert_down = Vec::with_capacity(spans.len());
             for s in spans {
-                expert_down.push(adapter::moe_mlp(b, s, l, &a.normed, &a.gate, &a.up, &mut a.hidden, c, f)?);
+                expert_down.push(adapter::moe_mlp(
+                    b,
+                    s,
+                    l,
+                    &a.normed,
+                    &a.gate,
+                    &a.up,
+                    &mut a.hidden,
+                    c,
+                    f,
+                )?);
             }
-            b.matmul_forward(&mut a.proj, &a.hidden, &lw.down_proj, lw.down_bias.as_ref(), n, f, c)?;
+            b.matmul_forward(
+                &mut a.proj,
+                &a.hidden,
+                &lw.down_proj,
+                lw.down_bias.as_ref(),
+                n,
+                f,
+                c,
+            )?;
             for (s, d) in spans.iter().zip(&expert_down) {
                 adapter::add_rows(b, &mut a.proj, s, c, d)?;
             }

@@ -21,7 +21,12 @@ impl<B: Backend> PagedKvCache<B> {
         2 * config.num_layers * config.num_kv_heads * block_size * config.head_dim * 4
     }
 
-    pub(crate) fn new(backend: &B, config: &ModelConfig, block_size: usize, num_blocks: usize) -> Result<Self> {
+    pub(crate) fn new(
+        backend: &B,
+        config: &ModelConfig,
+        block_size: usize,
+        num_blocks: usize,
+    ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
             bail!("a paged KV cache needs at least one block of at least one position");
         }
@@ -39,7 +44,12 @@ impl<B: Backend> PagedKvCache<B> {
             k.push(backend.alloc(len)?);
             v.push(backend.alloc(len)?);
         }
-        Ok(Self { k, v, shape, num_blocks })
+        Ok(Self {
+            k,
+            v,
+            shape,
+            num_blocks,
+        })
     }
 
     pub fn num_blocks(&self) -> usize {

@@ -85,14 +85,18 @@ pub fn default_prompts() -> Vec<Value> {
 /// Reads prompts: a JSONL file of `{"messages": [...]}` objects or message
 /// lists, or plain text (one user turn per line).
 pub fn read_prompts(path: &std::path::Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let v = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(o)) => o
-                .get("messages")
-                .cloned()
-                .with_context(|| format!("{}:{}: an object needs `messages`", path.display(), i + 1))?,
+            Ok(Value::Object(o)) => o.get("messages").cloned().with_context(|| {
+                format!("{}:{}: an object needs `messages`", path.display(), i + 1)
+            })?,
             Ok(list @ Value::Array(_)) => list,
             _ => json!([{"role": "user", "content": line}]),
         };
@@ -106,14 +110,29 @@ pub fn read_prompts(path: &std::path::Path) -> Result<Vec<Value>> {
 
 fn percentiles(mut v: Vec<f64>) -> Percentiles {
     if v.is_empty() {
-        return Percentiles { p50: 0.0, p95: 0.0, p99: 0.0, mean: 0.0 };
+        return Percentiles {
+            p50: 0.0,
+            p95: 0.0,
+            p99: 0.0,
+            mean: 0.0,
+        };
     }
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
-    Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99), mean: v.iter().sum::<f64>() / v.len() as f64 }
+    Percentiles {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        mean: v.iter().sum::<f64>() / v.len() as f64,
+    }
 }
 
-async fn one_request(client: &reqwest::Client, p: &BenchServeParams, model: &str, messages: &Value) -> Result<Sample, String> {
+async fn one_request(
+    client: &reqwest::Client,
+    p: &BenchServeParams,
+    model: &str,
+    messages: &Value,
+) -> Result<Sample, String> {
     let mut body = json!({
         "model": model, "messages": messages, "max_tokens": p.max_tokens, "temperature": 0,
         "stream": true, "stream_options": {"include_usage": true},
@@ -122,11 +141,19 @@ async fn one_request(client: &reqwest::Client, p: &BenchServeParams, model: &str
         body["ignore_eos"] = json!(true);
     }
     let start = Instant::now();
-    let mut req = client.post(format!("{}/v1/chat/completions", p.url)).json(&body);
+    let mut req = client
+        .post(format!("{}/v1/chat/completions", p.url))
+        .json(&body);
     if let Some(t) = &p.token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.map_err(|e| if e.is_timeout() { "timeout".into() } else { "connect".to_string() })?;
+    let resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timeout".into()
+        } else {
+            "connect".to_string()
+        }
+    })?;
     if !resp.status().is_success() {
         return Err(resp.status().as_u16().to_string());
     }
@@ -138,7 +165,12 @@ async fn one_request(client: &reqwest::Client, p: &BenchServeParams, model: &str
         buf.extend_from_slice(&chunk);
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = buf.drain(..end + 2).collect();
-            let Some(data) = std::str::from_utf8(&event).ok().and_then(|e| e.trim().strip_prefix("data: ")) else { continue };
+            let Some(data) = std::str::from_utf8(&event)
+                .ok()
+                .and_then(|e| e.trim().strip_prefix("data: "))
+            else {
+                continue;
+            };
             if data == "[DONE]" {
                 done = true;
                 continue;
@@ -147,7 +179,11 @@ async fn one_request(client: &reqwest::Client, p: &BenchServeParams, model: &str
             if v.get("error").is_some() {
                 return Err("server error".into());
             }
-            if ttft.is_none() && v["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty()) {
+            if ttft.is_none()
+                && v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+            {
                 ttft = Some(start.elapsed().as_secs_f64());
             }
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
@@ -159,14 +195,23 @@ async fn one_request(client: &reqwest::Client, p: &BenchServeParams, model: &str
         return Err("incomplete stream".into());
     }
     let latency = start.elapsed().as_secs_f64();
-    Ok(Sample { latency, ttft: ttft.unwrap_or(latency), tokens })
+    Ok(Sample {
+        latency,
+        ttft: ttft.unwrap_or(latency),
+        tokens,
+    })
 }
 
-pub async fn run(p: BenchServeParams, on_done: impl Fn() + Send + Sync + 'static) -> Result<BenchServeReport> {
+pub async fn run(
+    p: BenchServeParams,
+    on_done: impl Fn() + Send + Sync + 'static,
+) -> Result<BenchServeReport> {
     if p.concurrency == 0 || p.requests == 0 {
         bail!("--concurrency and --requests must be positive");
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
     let model = match &p.model {
         Some(m) => m.clone(),
         None => {
@@ -182,7 +227,10 @@ pub async fn run(p: BenchServeParams, on_done: impl Fn() + Send + Sync + 'static
                 .with_context(|| format!("{}/v1/models refused", p.url))?
                 .json()
                 .await?;
-            v["data"][0]["id"].as_str().context("/v1/models lists no model")?.to_string()
+            v["data"][0]["id"]
+                .as_str()
+                .context("/v1/models lists no model")?
+                .to_string()
         }
     };
     let next = Arc::new(AtomicUsize::new(0));
@@ -191,7 +239,13 @@ pub async fn run(p: BenchServeParams, on_done: impl Fn() + Send + Sync + 'static
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..p.concurrency {
-        let (client, next, on_done, params, model) = (client.clone(), next.clone(), on_done.clone(), params.clone(), model.clone());
+        let (client, next, on_done, params, model) = (
+            client.clone(),
+            next.clone(),
+            on_done.clone(),
+            params.clone(),
+            model.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut results = Vec::new();
             loop {
@@ -219,7 +273,10 @@ pub async fn run(p: BenchServeParams, on_done: impl Fn() + Send + Sync + 'static
     let wall = start.elapsed().as_secs_f64();
     let tokens: usize = samples.iter().map(|s| s.tokens).sum();
     let latency = percentiles(samples.iter().map(|s| s.latency).collect());
-    let within = samples.iter().filter(|s| s.latency < SLA_P95_SECONDS).count();
+    let within = samples
+        .iter()
+        .filter(|s| s.latency < SLA_P95_SECONDS)
+        .count();
     let errors: usize = error_kinds.values().sum();
     Ok(BenchServeReport {
         url: p.url.clone(),

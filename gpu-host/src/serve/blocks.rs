@@ -172,8 +172,14 @@ mod tests {
         let shared = m.match_prefix(&hashes);
         assert_eq!(shared, a[..2]);
         // A different prefix shares nothing.
-        assert!(m.match_prefix(&prefix_hashes(&[9, 9, 3, 4], 2, 0)).is_empty());
-        assert!(m.match_prefix(&prefix_hashes(&[1, 2], 2, 1)).is_empty(), "the salt separates models");
+        assert!(
+            m.match_prefix(&prefix_hashes(&[9, 9, 3, 4], 2, 0))
+                .is_empty()
+        );
+        assert!(
+            m.match_prefix(&prefix_hashes(&[1, 2], 2, 1)).is_empty(),
+            "the salt separates models"
+        );
         m.release(&a);
         assert_eq!(m.in_use(), 2, "still held by the second request");
         m.release(&shared);
@@ -185,7 +191,11 @@ mod tests {
         // least recently released cached block.
         let fresh: Vec<u32> = (0..3).map(|_| m.allocate().unwrap()).collect();
         assert!(fresh.contains(&a[1]) && !fresh.contains(&a[0]));
-        assert_eq!(m.match_prefix(&hashes), a[..1], "block 1's prefix was evicted");
+        assert_eq!(
+            m.match_prefix(&hashes),
+            a[..1],
+            "block 1's prefix was evicted"
+        );
         assert!(m.allocate().is_none());
     }
 }

@@ -132,7 +132,9 @@ pub fn start<B: Backend>(
     let act = model.new_batch_activations(config.max_batch_tokens, config.max_batch_seqs)?;
     let (tx, rx) = mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    metrics.kv_blocks_total.store(config.num_blocks as u64, Relaxed);
+    metrics
+        .kv_blocks_total
+        .store(config.num_blocks as u64, Relaxed);
     let mut engine = Engine {
         blocks: BlockManager::new(config.num_blocks, config.block_size),
         model,
@@ -173,7 +175,11 @@ struct Seq {
 
 enum SeqKind {
     Generate(Box<Generation>),
-    Embed { group: u64, index: usize, sum: Vec<f32> },
+    Embed {
+        group: u64,
+        index: usize,
+        sum: Vec<f32>,
+    },
 }
 
 struct Generation {
@@ -251,12 +257,23 @@ impl<B: Backend> Engine<B> {
 
     fn accept(&mut self, job: Job) {
         match job {
-            Job::Generate { prompt, params, penalty_window, adapter, events } => {
-                self.metrics.prompt_tokens.fetch_add(prompt.len() as u64, Relaxed);
+            Job::Generate {
+                prompt,
+                params,
+                penalty_window,
+                adapter,
+                events,
+            } => {
+                self.metrics
+                    .prompt_tokens
+                    .fetch_add(prompt.len() as u64, Relaxed);
                 let sampler = Sampler::new(params.sampling.clone());
                 let stream = TextStream::new(params.stop_strings.clone());
                 let salt = match &adapter {
-                    Some((name, _)) => chain_hash(self.config.cache_salt, &name.bytes().map(u32::from).collect::<Vec<_>>()),
+                    Some((name, _)) => chain_hash(
+                        self.config.cache_salt,
+                        &name.bytes().map(u32::from).collect::<Vec<_>>(),
+                    ),
                     None => self.config.cache_salt,
                 };
                 self.waiting.push_back(Seq {
@@ -287,7 +304,14 @@ impl<B: Backend> Engine<B> {
                 self.next_group += 1;
                 let tokens = inputs.iter().map(Vec::len).sum();
                 self.metrics.prompt_tokens.fetch_add(tokens as u64, Relaxed);
-                self.groups.insert(group, EmbedGroup { events, results: vec![None; inputs.len()], tokens });
+                self.groups.insert(
+                    group,
+                    EmbedGroup {
+                        events,
+                        results: vec![None; inputs.len()],
+                        tokens,
+                    },
+                );
                 let c = self.model.config().hidden_size;
                 for (index, input) in inputs.into_iter().enumerate() {
                     self.waiting.push_back(Seq {
@@ -298,12 +322,15 @@ impl<B: Backend> Engine<B> {
                         hashes: Vec::new(),
                         salt: self.config.cache_salt,
                         adapter: None,
-                        kind: SeqKind::Embed { group, index, sum: vec![0.0; c] },
+                        kind: SeqKind::Embed {
+                            group,
+                            index,
+                            sum: vec![0.0; c],
+                        },
                     });
                 }
                 // One queue slot per request, however many inputs.
                 self.queued.fetch_sub(1, Relaxed);
-                return;
             }
         }
     }
@@ -311,7 +338,9 @@ impl<B: Backend> Engine<B> {
     fn is_cancelled(&self, seq: &Seq) -> bool {
         match &seq.kind {
             SeqKind::Generate(g) => g.events.is_closed(),
-            SeqKind::Embed { group, .. } => self.groups.get(group).is_none_or(|g| g.events.is_closed()),
+            SeqKind::Embed { group, .. } => {
+                self.groups.get(group).is_none_or(|g| g.events.is_closed())
+            }
         }
     }
 
@@ -358,11 +387,17 @@ impl<B: Backend> Engine<B> {
     /// running sequence in reserve for its next decode step).
     fn admit(&mut self) {
         while self.running.len() < self.config.max_batch_seqs {
-            let Some(mut seq) = self.waiting.pop_front() else { break };
+            let Some(mut seq) = self.waiting.pop_front() else {
+                break;
+            };
             if let SeqKind::Generate(g) = &mut seq.kind {
                 // Reuse cached full blocks of the prompt, but always leave at
                 // least the last token to compute (it gives the logits).
-                let hashes = prefix_hashes(&seq.tokens[..seq.tokens.len() - 1], self.blocks.block_size(), seq.salt);
+                let hashes = prefix_hashes(
+                    &seq.tokens[..seq.tokens.len() - 1],
+                    self.blocks.block_size(),
+                    seq.salt,
+                );
                 let shared = self.blocks.match_prefix(&hashes);
                 seq.computed = shared.len() * self.blocks.block_size();
                 seq.hashes = hashes[..shared.len()].to_vec();
@@ -371,7 +406,10 @@ impl<B: Backend> Engine<B> {
                     g.cached_tokens = seq.computed;
                 }
             }
-            let need = self.blocks.blocks_for(seq.tokens.len() + 1).saturating_sub(seq.blocks.len());
+            let need = self
+                .blocks
+                .blocks_for(seq.tokens.len() + 1)
+                .saturating_sub(seq.blocks.len());
             if need + self.running.len() > self.blocks.available() {
                 // Not now: give back what it matched and wait.
                 self.blocks.release(&seq.blocks);
@@ -383,7 +421,9 @@ impl<B: Backend> Engine<B> {
             }
             if let SeqKind::Generate(g) = &seq.kind {
                 if g.generated.is_empty() {
-                    self.metrics.prefix_hit_tokens.fetch_add(seq.computed as u64, Relaxed);
+                    self.metrics
+                        .prefix_hit_tokens
+                        .fetch_add(seq.computed as u64, Relaxed);
                 }
                 self.queued.fetch_sub(1, Relaxed);
             }
@@ -458,7 +498,10 @@ impl<B: Backend> Engine<B> {
                         }
                         if !grown {
                             let seq = self.running.remove(i);
-                            self.fail(seq, "the KV cache is too small for this request (raise --kv-cache-mb)");
+                            self.fail(
+                                seq,
+                                "the KV cache is too small for this request (raise --kv-cache-mb)",
+                            );
                             continue;
                         }
                         len = 1;
@@ -471,7 +514,11 @@ impl<B: Backend> Engine<B> {
                     SeqKind::Generate(_) => SeqOutput::None,
                 };
                 budget -= len;
-                plan.push(Planned { seq: i, len, output });
+                plan.push(Planned {
+                    seq: i,
+                    len,
+                    output,
+                });
                 i += 1;
             }
         }
@@ -497,11 +544,14 @@ impl<B: Backend> Engine<B> {
                     }
                 })
                 .collect();
-            self.model.forward_batch(&mut self.act, &mut self.cache, &batch, &mut self.out)?;
+            self.model
+                .forward_batch(&mut self.act, &mut self.cache, &batch, &mut self.out)?;
         }
         self.metrics.steps.fetch_add(1, Relaxed);
         self.metrics.batch_seqs.observe(plan.len() as f64);
-        self.metrics.max_batch_seqs.fetch_max(plan.len() as u64, Relaxed);
+        self.metrics
+            .max_batch_seqs
+            .fetch_max(plan.len() as u64, Relaxed);
 
         let vocab = self.model.config().vocab_size;
         let c = self.model.config().hidden_size;
@@ -559,7 +609,9 @@ impl<B: Backend> Engine<B> {
     fn sample(&mut self, i: usize, logits: &mut [f32]) -> bool {
         let context_len = self.config.context_len;
         let s = &mut self.running[i];
-        let SeqKind::Generate(g) = &mut s.kind else { return true };
+        let SeqKind::Generate(g) = &mut s.kind else {
+            return true;
+        };
         let context = match g.penalty_window {
             Some(n) => &s.tokens[s.tokens.len().saturating_sub(n)..],
             None => &s.tokens[..],
@@ -580,7 +632,9 @@ impl<B: Backend> Engine<B> {
         let text = match self.tokenizer.decode(&g.generated, true) {
             Ok(t) => t,
             Err(e) => {
-                let _ = g.events.send(Event::Error(format!("cannot decode the output: {e:#}")));
+                let _ = g
+                    .events
+                    .send(Event::Error(format!("cannot decode the output: {e:#}")));
                 g.finish = Some(FinishReason::Stop);
                 return true;
             }
@@ -618,7 +672,9 @@ impl<B: Backend> Engine<B> {
                         let _ = g.events.send(Event::Text(rest.to_string()));
                     }
                 }
-                self.metrics.latency.observe(g.arrived.elapsed().as_secs_f64());
+                self.metrics
+                    .latency
+                    .observe(g.arrived.elapsed().as_secs_f64());
                 let _ = g.events.send(Event::Done(Finish {
                     reason,
                     prompt_tokens: seq.prompt_len,
@@ -626,8 +682,14 @@ impl<B: Backend> Engine<B> {
                     cached_tokens: g.cached_tokens,
                 }));
             }
-            SeqKind::Embed { group, index, mut sum } => {
-                let Some(gr) = self.groups.get_mut(&group) else { return };
+            SeqKind::Embed {
+                group,
+                index,
+                mut sum,
+            } => {
+                let Some(gr) = self.groups.get_mut(&group) else {
+                    return;
+                };
                 // Mean over tokens, then L2-normalised.
                 let n = seq.tokens.len().max(1) as f32;
                 sum.iter_mut().for_each(|x| *x /= n);
@@ -638,7 +700,11 @@ impl<B: Backend> Engine<B> {
                 gr.results[index] = Some(sum);
                 if gr.results.iter().all(Option::is_some) {
                     let gr = self.groups.remove(&group).expect("present");
-                    let vectors = gr.results.into_iter().map(|r| r.expect("all present")).collect();
+                    let vectors = gr
+                        .results
+                        .into_iter()
+                        .map(|r| r.expect("all present"))
+                        .collect();
                     let _ = gr.events.send(Event::Embeddings(vectors, gr.tokens));
                 }
             }
@@ -664,7 +730,8 @@ impl<B: Backend> Engine<B> {
         m.running.store(self.running.len() as u64, Relaxed);
         m.queue_depth.store(self.waiting.len() as u64, Relaxed);
         m.kv_blocks_used.store(self.blocks.in_use() as u64, Relaxed);
-        m.kv_blocks_cached.store(self.blocks.cached_idle() as u64, Relaxed);
+        m.kv_blocks_cached
+            .store(self.blocks.cached_idle() as u64, Relaxed);
         let elapsed = self.rate.0.elapsed().as_secs_f64();
         if elapsed >= 1.0 {
             m.set_tokens_per_second(self.rate.1 as f64 / elapsed);

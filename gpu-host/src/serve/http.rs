@@ -41,17 +41,32 @@ pub struct AppState {
 impl AppState {
     /// Loads the adapter in `dir` under `name` (checked against the base).
     pub fn load_adapter(&self, name: &str, dir: &std::path::Path) -> Result<(), ApiError> {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
-            return Err(ApiError::invalid("name", "`name` must be 1–64 letters, digits, `.`, `_` or `-`"));
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        {
+            return Err(ApiError::invalid(
+                "name",
+                "`name` must be 1–64 letters, digits, `.`, `_` or `-`",
+            ));
         }
         if self.model_ids.iter().any(|m| m == name) {
-            return Err(ApiError::invalid("name", format!("`{name}` is the base model's name")));
+            return Err(ApiError::invalid(
+                "name",
+                format!("`{name}` is the base model's name"),
+            ));
         }
         let adapter = crate::adapter::load_adapter(dir, &self.model_config)
             .map_err(|e| ApiError::invalid("path", format!("cannot load the adapter: {e:#}")))?;
         let mut map = self.adapters.write().unwrap_or_else(|e| e.into_inner());
         if map.contains_key(name) {
-            return Err(ApiError::new(409, "invalid_request_error", format!("an adapter named `{name}` is already loaded")));
+            return Err(ApiError::new(
+                409,
+                "invalid_request_error",
+                format!("an adapter named `{name}` is already loaded"),
+            ));
         }
         map.insert(name.to_string(), Arc::new(adapter));
         tracing::info!(adapter = name, "adapter loaded");
@@ -60,7 +75,9 @@ impl AppState {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -79,16 +96,23 @@ fn error_response(e: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = json_response(status, &e.body());
     if e.status == 429 {
-        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     if e.status == 401 {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
     }
     r
 }
 
 /// Serves one request; never fails (errors become answers).
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let endpoint: &'static str = match path.as_str() {
         "/v1/chat/completions" => "chat_completions",
@@ -113,7 +137,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     Ok(response)
 }
 
-async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static str) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    endpoint: &'static str,
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     if endpoint != "health" {
         authorize(state, &req)?;
@@ -122,17 +150,28 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
         if method == m {
             Ok(())
         } else {
-            Err(ApiError::new(405, "invalid_request_error", format!("{} takes {m}", req.uri().path())))
+            Err(ApiError::new(
+                405,
+                "invalid_request_error",
+                format!("{} takes {m}", req.uri().path()),
+            ))
         }
     };
     match endpoint {
         "health" => {
             expect(Method::GET)?;
-            Ok(json_response(StatusCode::OK, &json!({"status": "ok", "models": state.model_ids})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"status": "ok", "models": state.model_ids}),
+            ))
         }
         "metrics" => {
             expect(Method::GET)?;
-            Ok(full(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()))
+            Ok(full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                state.metrics.render(),
+            ))
         }
         "models" => {
             expect(Method::GET)?;
@@ -141,10 +180,18 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
                 .iter()
                 .map(|id| json!({"id": id, "object": "model", "created": state.started, "owned_by": "gpu-host"}))
                 .collect();
-            for name in state.adapters.read().unwrap_or_else(|e| e.into_inner()).keys() {
+            for name in state
+                .adapters
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+            {
                 data.push(json!({"id": name, "object": "model", "created": state.started, "owned_by": "gpu-host", "parent": state.model_ids[0]}));
             }
-            Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"object": "list", "data": data}),
+            ))
         }
         "chat_completions" => {
             expect(Method::POST)?;
@@ -163,15 +210,28 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, endpoint: &'static
             embed(state, &model, &input).await
         }
         "adapters" => adapters(state, req).await,
-        _ => Err(ApiError::new(404, "not_found_error", format!("no route for {method} {}", req.uri().path()))),
+        _ => Err(ApiError::new(
+            404,
+            "not_found_error",
+            format!("no route for {method} {}", req.uri().path()),
+        )),
     }
 }
 
 /// `GET /v1/adapters`, `POST /v1/adapters {"name", "path"}` (a directory on
 /// this host), `DELETE /v1/adapters/NAME`. Requests already running keep
 /// the adapter they started with.
-async fn adapters(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let name = req.uri().path().strip_prefix("/v1/adapters").unwrap_or("").trim_start_matches('/').to_string();
+async fn adapters(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let name = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/adapters")
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string();
     match (req.method().clone(), name.is_empty()) {
         (Method::GET, true) => {
             let list: Vec<Value> = state
@@ -181,7 +241,10 @@ async fn adapters(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Respo
                 .iter()
                 .map(|(n, a)| json!({"name": n, "experts": a.moe.expert_names, "top_k": a.moe.top_k, "r": a.rank}))
                 .collect();
-            Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": list})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"object": "list", "data": list}),
+            ))
         }
         (Method::POST, true) => {
             let body = read_body(state, req).await?;
@@ -190,32 +253,56 @@ async fn adapters(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Respo
                 m.get(k)
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .ok_or_else(|| ApiError::invalid(k, format!("`{k}` is required and must be a string")))
+                    .ok_or_else(|| {
+                        ApiError::invalid(k, format!("`{k}` is required and must be a string"))
+                    })
             };
             let (name, path) = (field("name")?, field("path")?);
             let st = state.clone();
             let n = name.clone();
             tokio::task::spawn_blocking(move || st.load_adapter(&n, std::path::Path::new(&path)))
                 .await
-                .map_err(|e| ApiError::new(500, "server_error", format!("loading failed: {e}")))??;
-            Ok(json_response(StatusCode::CREATED, &json!({"name": name, "object": "adapter"})))
+                .map_err(|e| {
+                    ApiError::new(500, "server_error", format!("loading failed: {e}"))
+                })??;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"name": name, "object": "adapter"}),
+            ))
         }
         (Method::DELETE, false) => {
-            let removed = state.adapters.write().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            let removed = state
+                .adapters
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
             match removed {
                 Some(_) => {
                     tracing::info!(adapter = %name, "adapter unloaded");
-                    Ok(json_response(StatusCode::OK, &json!({"name": name, "deleted": true})))
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({"name": name, "deleted": true}),
+                    ))
                 }
-                None => Err(ApiError::new(404, "not_found_error", format!("no adapter named `{name}` is loaded"))),
+                None => Err(ApiError::new(
+                    404,
+                    "not_found_error",
+                    format!("no adapter named `{name}` is loaded"),
+                )),
             }
         }
-        _ => Err(ApiError::new(405, "invalid_request_error", "use GET or POST /v1/adapters, or DELETE /v1/adapters/NAME")),
+        _ => Err(ApiError::new(
+            405,
+            "invalid_request_error",
+            "use GET or POST /v1/adapters, or DELETE /v1/adapters/NAME",
+        )),
     }
 }
 
 fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(token) = &state.auth_token else { return Ok(()) };
+    let Some(token) = &state.auth_token else {
+        return Ok(());
+    };
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -225,22 +312,47 @@ fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> 
         .map(|(_, t)| t.trim());
     match given {
         // Constant-time comparison: the token is a secret.
-        Some(t) if t.len() == token.len() && t.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0 => Ok(()),
-        Some(_) => Err(ApiError::new(401, "authentication_error", "the bearer token is not valid").with_code("invalid_api_key")),
-        None => Err(ApiError::new(401, "authentication_error", "an `Authorization: Bearer <token>` header is required")
-            .with_code("invalid_api_key")),
+        Some(t)
+            if t.len() == token.len()
+                && t.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0 =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(
+            ApiError::new(401, "authentication_error", "the bearer token is not valid")
+                .with_code("invalid_api_key"),
+        ),
+        None => Err(ApiError::new(
+            401,
+            "authentication_error",
+            "an `Authorization: Bearer <token>` header is required",
+        )
+        .with_code("invalid_api_key")),
     }
 }
 
 async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), state.max_body_bytes).collect().await {
+    match Limited::new(req.into_body(), state.max_body_bytes)
+        .collect()
+        .await
+    {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             413,
             "invalid_request_error",
-            format!("the request body is larger than {} bytes", state.max_body_bytes),
+            format!(
+                "the request body is larger than {} bytes",
+                state.max_body_bytes
+            ),
         )),
-        Err(e) => Err(ApiError::new(400, "invalid_request_error", format!("cannot read the request body: {e}"))),
+        Err(e) => Err(ApiError::new(
+            400,
+            "invalid_request_error",
+            format!("cannot read the request body: {e}"),
+        )),
     }
 }
 
@@ -250,19 +362,41 @@ type Selected = Option<(String, Arc<MoeLoraAdapter>)>;
 fn check_model(state: &AppState, model: &str) -> Result<Selected, ApiError> {
     if state.model_ids.iter().any(|m| m == model) {
         Ok(None)
-    } else if let Some(a) = state.adapters.read().unwrap_or_else(|e| e.into_inner()).get(model) {
+    } else if let Some(a) = state
+        .adapters
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(model)
+    {
         Ok(Some((model.to_string(), a.clone())))
     } else {
         Err(ApiError {
             param: Some("model".into()),
-            ..ApiError::new(404, "invalid_request_error", format!("the model `{model}` does not exist; this server has {}", state.model_ids.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")))
-                .with_code("model_not_found")
+            ..ApiError::new(
+                404,
+                "invalid_request_error",
+                format!(
+                    "the model `{model}` does not exist; this server has {}",
+                    state
+                        .model_ids
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .with_code("model_not_found")
         })
     }
 }
 
 /// Checks the prompt fits and returns how many tokens may be generated.
-fn fit(state: &AppState, prompt_tokens: usize, requested: Option<usize>, param: &str) -> Result<usize, ApiError> {
+fn fit(
+    state: &AppState,
+    prompt_tokens: usize,
+    requested: Option<usize>,
+    param: &str,
+) -> Result<usize, ApiError> {
     let cfg = state.engine.config();
     if prompt_tokens == 0 {
         return Err(ApiError::invalid(param, "the prompt is empty"));
@@ -280,7 +414,9 @@ fn fit(state: &AppState, prompt_tokens: usize, requested: Option<usize>, param: 
     if (prompt_tokens + 1).div_ceil(cfg.block_size) > cfg.num_blocks {
         return Err(ApiError::invalid(
             param,
-            format!("the prompt is {prompt_tokens} tokens, more than this server's KV cache holds (see --kv-cache-mb)"),
+            format!(
+                "the prompt is {prompt_tokens} tokens, more than this server's KV cache holds (see --kv-cache-mb)"
+            ),
         ));
     }
     let room = cfg.context_len - prompt_tokens;
@@ -289,9 +425,15 @@ fn fit(state: &AppState, prompt_tokens: usize, requested: Option<usize>, param: 
 
 fn submit(state: &AppState, job: Job) -> Result<(), ApiError> {
     state.engine.submit(job).map_err(|e| match e {
-        SubmitError::QueueFull => ApiError::new(429, "rate_limit_error", "the server is at capacity; retry shortly")
-            .with_code("rate_limit_exceeded"),
-        SubmitError::Stopped => ApiError::new(503, "server_error", "the inference engine has stopped"),
+        SubmitError::QueueFull => ApiError::new(
+            429,
+            "rate_limit_error",
+            "the server is at capacity; retry shortly",
+        )
+        .with_code("rate_limit_exceeded"),
+        SubmitError::Stopped => {
+            ApiError::new(503, "server_error", "the inference engine has stopped")
+        }
     })
 }
 
@@ -311,7 +453,11 @@ fn usage(f: &Finish) -> Value {
     })
 }
 
-fn params_for_chat(state: &AppState, r: &ChatRequest, max_new_tokens: usize) -> Result<GenerateParams, ApiError> {
+fn params_for_chat(
+    state: &AppState,
+    r: &ChatRequest,
+    max_new_tokens: usize,
+) -> Result<GenerateParams, ApiError> {
     let mut p = state.defaults.clone();
     p.max_new_tokens = max_new_tokens;
     if let Some(t) = r.temperature {
@@ -328,30 +474,51 @@ fn params_for_chat(state: &AppState, r: &ChatRequest, max_new_tokens: usize) -> 
     }
     // Without a seed, sampled requests differ from call to call.
     p.sampling.seed = r.seed.unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     });
     p.stop_strings = r.stop.clone();
     if r.ignore_eos {
         p.eos_token_ids.clear();
     }
-    p.sampling.validate().map_err(|e| ApiError::invalid("temperature", e.to_string()))?;
+    p.sampling
+        .validate()
+        .map_err(|e| ApiError::invalid("temperature", e.to_string()))?;
     Ok(p)
 }
 
 async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, ApiError> {
     let adapter = check_model(state, &r.model)?;
-    let (_, prompt) = state
-        .tokenizer
-        .encode_chat(&r.messages)
-        .map_err(|e| ApiError::invalid("messages", format!("cannot render the conversation with the model's chat template: {e:#}")))?;
+    let (_, prompt) = state.tokenizer.encode_chat(&r.messages).map_err(|e| {
+        ApiError::invalid(
+            "messages",
+            format!("cannot render the conversation with the model's chat template: {e:#}"),
+        )
+    })?;
     let max_new = fit(state, prompt.len(), r.max_tokens, "messages")?;
     let params = params_for_chat(state, &r, max_new)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    submit(state, Job::Generate { prompt, params, penalty_window: None, adapter, events: tx })?;
+    submit(
+        state,
+        Job::Generate {
+            prompt,
+            params,
+            penalty_window: None,
+            adapter,
+            events: tx,
+        },
+    )?;
     let id = format!("chatcmpl-{:016x}{:08x}", now(), rand_u32());
     let created = now();
     if r.stream {
-        return Ok(stream_chat(r.model.clone(), id, created, r.include_usage, rx));
+        return Ok(stream_chat(
+            r.model.clone(),
+            id,
+            created,
+            r.include_usage,
+            rx,
+        ));
     }
     let (text, f) = collect_text(rx).await?;
     Ok(json_response(
@@ -369,7 +536,9 @@ async fn chat(state: &Arc<AppState>, r: ChatRequest) -> Result<Response<Body>, A
 }
 
 /// Waits for a generation's whole text and how it ended.
-async fn collect_text(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Finish), ApiError> {
+async fn collect_text(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, Finish), ApiError> {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -379,7 +548,11 @@ async fn collect_text(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String,
             Event::Embeddings(..) => break,
         }
     }
-    Err(ApiError::new(500, "server_error", "the engine ended the request without an answer"))
+    Err(ApiError::new(
+        500,
+        "server_error",
+        "the engine ended the request without an answer",
+    ))
 }
 
 fn rand_u32() -> u32 {
@@ -406,40 +579,45 @@ fn stream_chat(
     let sse = |v: &Value| Bytes::from(format!("data: {v}\n\n"));
     let first = sse(&chunk(json!({"role": "assistant", "content": ""}), None));
     // State: (receiver, pending frames, finished)
-    let stream = futures::stream::unfold((rx, vec![first], false), move |(mut rx, mut pending, done)| {
-        let chunk = chunk.clone();
-        async move {
-            loop {
-                if !pending.is_empty() {
-                    let b = pending.remove(0);
-                    return Some((Ok::<_, Infallible>(Frame::data(b)), (rx, pending, done)));
-                }
-                if done {
-                    return None;
-                }
-                match rx.recv().await {
-                    Some(Event::Text(t)) => pending.push(sse(&chunk(json!({"content": t}), None))),
-                    Some(Event::Done(f)) => {
-                        pending.push(sse(&chunk(json!({}), Some(finish_reason(&f)))));
-                        if include_usage {
-                            let mut u = chunk(json!({}), None);
-                            u["choices"] = json!([]);
-                            u["usage"] = usage(&f);
-                            pending.push(sse(&u));
+    let stream = futures::stream::unfold(
+        (rx, vec![first], false),
+        move |(mut rx, mut pending, done)| {
+            let chunk = chunk.clone();
+            async move {
+                loop {
+                    if !pending.is_empty() {
+                        let b = pending.remove(0);
+                        return Some((Ok::<_, Infallible>(Frame::data(b)), (rx, pending, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match rx.recv().await {
+                        Some(Event::Text(t)) => {
+                            pending.push(sse(&chunk(json!({"content": t}), None)))
                         }
-                        pending.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                        return next_frame(rx, pending);
+                        Some(Event::Done(f)) => {
+                            pending.push(sse(&chunk(json!({}), Some(finish_reason(&f)))));
+                            if include_usage {
+                                let mut u = chunk(json!({}), None);
+                                u["choices"] = json!([]);
+                                u["usage"] = usage(&f);
+                                pending.push(sse(&u));
+                            }
+                            pending.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                            return next_frame(rx, pending);
+                        }
+                        Some(Event::Error(e)) => {
+                            pending.push(sse(&ApiError::new(500, "server_error", e).body()));
+                            pending.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                            return next_frame(rx, pending);
+                        }
+                        Some(Event::Embeddings(..)) | None => return None,
                     }
-                    Some(Event::Error(e)) => {
-                        pending.push(sse(&ApiError::new(500, "server_error", e).body()));
-                        pending.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                        return next_frame(rx, pending);
-                    }
-                    Some(Event::Embeddings(..)) | None => return None,
                 }
             }
-        }
-    });
+        },
+    );
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -450,7 +628,10 @@ fn stream_chat(
 
 type StreamState = (mpsc::UnboundedReceiver<Event>, Vec<Bytes>, bool);
 
-fn next_frame(rx: mpsc::UnboundedReceiver<Event>, mut pending: Vec<Bytes>) -> Option<(Result<Frame<Bytes>, Infallible>, StreamState)> {
+fn next_frame(
+    rx: mpsc::UnboundedReceiver<Event>,
+    mut pending: Vec<Bytes>,
+) -> Option<(Result<Frame<Bytes>, Infallible>, StreamState)> {
     let b = pending.remove(0);
     Some((Ok(Frame::data(b)), (rx, pending, true)))
 }
@@ -468,10 +649,21 @@ async fn infer(state: &Arc<AppState>, r: api::InferRequest) -> Result<Response<B
     params.sampling.top_k = r.top_k;
     params.sampling.top_p = r.top_p;
     params.sampling.repetition_penalty = r.repeat_penalty;
-    params.sampling.seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    params.sampling.seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let window = (r.repeat_penalty_last_n > 0).then_some(r.repeat_penalty_last_n);
     let (tx, rx) = mpsc::unbounded_channel();
-    submit(state, Job::Generate { prompt, params, penalty_window: window, adapter, events: tx })?;
+    submit(
+        state,
+        Job::Generate {
+            prompt,
+            params,
+            penalty_window: window,
+            adapter,
+            events: tx,
+        },
+    )?;
     let (text, f) = collect_text(rx).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -479,16 +671,25 @@ async fn infer(state: &Arc<AppState>, r: api::InferRequest) -> Result<Response<B
     ))
 }
 
-async fn embed(state: &Arc<AppState>, model: &str, input: &[String]) -> Result<Response<Body>, ApiError> {
+async fn embed(
+    state: &Arc<AppState>,
+    model: &str,
+    input: &[String],
+) -> Result<Response<Body>, ApiError> {
     if check_model(state, model)?.is_some() {
-        return Err(ApiError::invalid("model", "embeddings come from the base model; name it, not an adapter"));
+        return Err(ApiError::invalid(
+            "model",
+            "embeddings come from the base model; name it, not an adapter",
+        ));
     }
     let mut inputs = Vec::with_capacity(input.len());
     for (i, text) in input.iter().enumerate() {
-        let ids = state
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| ApiError::invalid(format!("input[{i}]"), format!("cannot tokenize `input[{i}]`: {e:#}")))?;
+        let ids = state.tokenizer.encode(text, true).map_err(|e| {
+            ApiError::invalid(
+                format!("input[{i}]"),
+                format!("cannot tokenize `input[{i}]`: {e:#}"),
+            )
+        })?;
         // Embedding needs no room for a reply, but does need one position.
         fit(state, ids.len(), Some(1), &format!("input[{i}]"))?;
         inputs.push(ids);
@@ -501,6 +702,10 @@ async fn embed(state: &Arc<AppState>, model: &str, input: &[String]) -> Result<R
             &json!({"embeddings": vectors, "usage": {"promptTokenCount": tokens}}),
         )),
         Some(Event::Error(e)) => Err(ApiError::new(500, "server_error", e)),
-        _ => Err(ApiError::new(500, "server_error", "the engine ended the request without an answer")),
+        _ => Err(ApiError::new(
+            500,
+            "server_error",
+            "the engine ended the request without an answer",
+        )),
     }
 }

@@ -63,14 +63,24 @@ pub struct Server {
 }
 
 /// Sizes the engine from the options and the model.
-pub fn engine_config(opts: &ServeOptions, config: &crate::checkpoint::ModelConfig, model_id: &str) -> Result<EngineConfig> {
+pub fn engine_config(
+    opts: &ServeOptions,
+    config: &crate::checkpoint::ModelConfig,
+    model_id: &str,
+) -> Result<EngineConfig> {
     if opts.block_size == 0 || opts.max_batch_seqs == 0 || opts.max_batch_tokens == 0 {
         bail!("--block-size, --max-batch and --max-batch-tokens must be positive");
     }
-    let per_block = PagedKvCache::<crate::backend::cpu::CpuBackend>::bytes_per_block(config, opts.block_size);
+    let per_block =
+        PagedKvCache::<crate::backend::cpu::CpuBackend>::bytes_per_block(config, opts.block_size);
     let num_blocks = opts.kv_cache_mb * 1024 * 1024 / per_block;
     if num_blocks == 0 {
-        bail!("--kv-cache-mb {} holds no block of {} positions ({} bytes each)", opts.kv_cache_mb, opts.block_size, per_block);
+        bail!(
+            "--kv-cache-mb {} holds no block of {} positions ({} bytes each)",
+            opts.kv_cache_mb,
+            opts.block_size,
+            per_block
+        );
     }
     let mut salt = std::collections::hash_map::DefaultHasher::new();
     model_id.hash(&mut salt);
@@ -88,20 +98,23 @@ pub fn engine_config(opts: &ServeOptions, config: &crate::checkpoint::ModelConfi
 /// Starts the engine thread and the HTTP listener; returns once listening.
 pub async fn start<B: Backend>(opts: &ServeOptions, loaded: Loaded<B>) -> Result<Server> {
     let model_ids = if opts.model_ids.is_empty() {
-        vec![opts
-            .model_dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into())]
+        vec![
+            opts.model_dir
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "model".into()),
+        ]
     } else {
         opts.model_ids.clone()
     };
     let model_id = model_ids[0].clone();
     let config = engine_config(opts, loaded.model.config(), &model_id)?;
-    let defaults = GenerationDefaults::from_file_if_present(&opts.model_dir.join("generation_config.json"))?;
+    let defaults =
+        GenerationDefaults::from_file_if_present(&opts.model_dir.join("generation_config.json"))?;
     let tokenizer = Arc::new(loaded.tokenizer);
-    let params = GenerateParams::from_defaults(&defaults, &loaded.model.config().eos_token_ids, &tokenizer);
+    let params =
+        GenerateParams::from_defaults(&defaults, &loaded.model.config().eos_token_ids, &tokenizer);
     let metrics = Arc::new(metrics::Metrics::default());
     tracing::info!(
         model = %model_id,
@@ -149,7 +162,8 @@ pub async fn start<B: Backend>(opts: &ServeOptions, loaded: Loaded<B>) -> Result
             let _ = stream.set_nodelay(true);
             let state = accept_state.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| http::handle(state.clone(), req));
+                let service =
+                    hyper::service::service_fn(move |req| http::handle(state.clone(), req));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;

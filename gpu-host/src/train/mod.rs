@@ -1,8 +1,11 @@
-//! Mixture-of-LoRA-experts training on the CPU reference: the ops with
-//! their backward passes ([`ops`]), the trainable model ([`model`]).
+//! Mixture-of-LoRA-experts training: the CPU reference (the ops with
+//! their backward passes, [`ops`]; the trainable model, [`model`]) and its
+//! CUDA twin ([`cuda`], behind the `cuda` feature).
 
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod demo;
 pub mod float;
 pub mod model;

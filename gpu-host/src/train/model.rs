@@ -190,41 +190,41 @@ impl<T: Float> Params<T> {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct LoraIdx {
-    a: usize,
-    b: usize,
+pub(crate) struct LoraIdx {
+    pub(crate) a: usize,
+    pub(crate) b: usize,
 }
 
 #[derive(Clone, Debug)]
-struct ExpertIdx {
-    gate: LoraIdx,
-    up: LoraIdx,
-    down: LoraIdx,
+pub(crate) struct ExpertIdx {
+    pub(crate) gate: LoraIdx,
+    pub(crate) up: LoraIdx,
+    pub(crate) down: LoraIdx,
 }
 
 #[derive(Clone, Debug)]
-struct LayerIdx {
-    attn_norm: usize,
-    wq: usize,
-    wk: usize,
-    wv: usize,
-    wo: usize,
-    mlp_norm: usize,
-    wg: usize,
-    wu: usize,
-    wd: usize,
-    router: usize,
-    experts: Vec<ExpertIdx>,
+pub(crate) struct LayerIdx {
+    pub(crate) attn_norm: usize,
+    pub(crate) wq: usize,
+    pub(crate) wk: usize,
+    pub(crate) wv: usize,
+    pub(crate) wo: usize,
+    pub(crate) mlp_norm: usize,
+    pub(crate) wg: usize,
+    pub(crate) wu: usize,
+    pub(crate) wd: usize,
+    pub(crate) router: usize,
+    pub(crate) experts: Vec<ExpertIdx>,
     /// q, k, v, o.
-    attn_lora: [Option<LoraIdx>; 4],
+    pub(crate) attn_lora: [Option<LoraIdx>; 4],
 }
 
 #[derive(Clone, Debug)]
-struct ModelIdx {
-    embed: usize,
-    layers: Vec<LayerIdx>,
-    norm: usize,
-    lm_head: Option<usize>,
+pub(crate) struct ModelIdx {
+    pub(crate) embed: usize,
+    pub(crate) layers: Vec<LayerIdx>,
+    pub(crate) norm: usize,
+    pub(crate) lm_head: Option<usize>,
 }
 
 /// One micro-batch: documents packed back to back into `n` rows.
@@ -539,9 +539,9 @@ pub struct TrainModel<T: Float> {
     pub config: ModelConfig,
     pub moe: MoeConfig,
     pub params: Params<T>,
-    idx: ModelIdx,
-    rope_cos: Vec<T>,
-    rope_sin: Vec<T>,
+    pub(crate) idx: ModelIdx,
+    pub(crate) rope_cos: Vec<T>,
+    pub(crate) rope_sin: Vec<T>,
     /// `--full`: the base weights train too.
     pub train_base: bool,
     /// Keep only each layer's input and recompute the rest in the backward.
@@ -728,30 +728,7 @@ impl<T: Float> TrainModel<T> {
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<()> {
-        let n = batch.tokens.len();
-        if n == 0 {
-            bail!("empty batch");
-        }
-        if batch.targets.len() != n || batch.positions.len() != n || batch.domains.len() != n {
-            bail!("internal: batch arrays of different lengths");
-        }
-        if batch.docs.iter().map(|d| d.1).sum::<usize>() != n {
-            bail!("internal: batch documents do not cover the batch");
-        }
-        let v = self.config.vocab_size as u32;
-        if let Some(t) = batch
-            .tokens
-            .iter()
-            .chain(batch.targets.iter().filter(|&&t| t != IGNORE))
-            .find(|&&t| t >= v)
-        {
-            bail!("token id {t} is out of range for a vocabulary of {v}");
-        }
-        let max_pos = self.config.max_position_embeddings;
-        if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= max_pos) {
-            bail!("a document reaches position {p}, past the model's context of {max_pos}");
-        }
-        Ok(())
+        check_batch(&self.config, batch)
     }
 
     /// Logits `[n, V]` of every row (tests, adapter export checks).
@@ -919,39 +896,15 @@ impl<T: Float> TrainModel<T> {
     }
 
     fn layer_stats(&self, cache: &LayerCache<T>, batch: &Batch, stats: &mut StepStats) {
-        let (n, e, k) = (batch.len(), self.moe.num_experts, self.moe.top_k);
-        let (lb, _) = load_balance_forward(&cache.mlp.router_probs, &cache.mlp.topk_idx, n, e);
-        stats.aux += lb;
-        if self.moe.z_coef != 0.0 {
-            stats.z += router_z_loss_forward(&cache.mlp.router_logits, n, e);
-        }
-        if self.moe.domain_coef != 0.0 {
-            stats.domain +=
-                domain_routing_loss_forward(&cache.mlp.router_probs, &batch.domains, e).0;
-        }
-        let mut slots = vec![0usize; e];
-        for &j in &cache.mlp.topk_idx {
-            slots[j as usize] += 1;
-        }
-        stats.expert_slots.push(slots);
-        let mut entropy = 0.0;
-        for (t, p) in cache.mlp.router_probs.chunks_exact(e).enumerate() {
-            entropy -= p
-                .iter()
-                .map(|p| p.to_f64())
-                .filter(|&p| p > 0.0)
-                .map(|p| p * p.ln())
-                .sum::<f64>();
-            let d = batch.domains[t] as usize;
-            if d < e {
-                stats.domain_top1[d].1 += 1;
-                if cache.mlp.topk_idx[t * k] as usize == d {
-                    stats.domain_top1[d].0 += 1;
-                }
-            }
-        }
-        stats.routing_entropy += entropy;
-        stats.layer_entropy.push(entropy / n.max(1) as f64);
+        let mlp = &cache.mlp;
+        routing_stats(
+            &self.moe,
+            &mlp.router_probs,
+            &mlp.router_logits,
+            &mlp.topk_idx,
+            batch,
+            stats,
+        );
     }
 
     fn lora_scale(&self) -> T {
@@ -1422,6 +1375,80 @@ impl<T: Float> TrainModel<T> {
         );
         dx_in
     }
+}
+
+/// Rejects a batch the model cannot run (empty, inconsistent, token ids or
+/// positions out of range).
+pub(crate) fn check_batch(config: &ModelConfig, batch: &Batch) -> Result<()> {
+    let n = batch.tokens.len();
+    if n == 0 {
+        bail!("empty batch");
+    }
+    if batch.targets.len() != n || batch.positions.len() != n || batch.domains.len() != n {
+        bail!("internal: batch arrays of different lengths");
+    }
+    if batch.docs.iter().map(|d| d.1).sum::<usize>() != n {
+        bail!("internal: batch documents do not cover the batch");
+    }
+    let v = config.vocab_size as u32;
+    if let Some(t) = batch
+        .tokens
+        .iter()
+        .chain(batch.targets.iter().filter(|&&t| t != IGNORE))
+        .find(|&&t| t >= v)
+    {
+        bail!("token id {t} is out of range for a vocabulary of {v}");
+    }
+    let max_pos = config.max_position_embeddings;
+    if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= max_pos) {
+        bail!("a document reaches position {p}, past the model's context of {max_pos}");
+    }
+    Ok(())
+}
+
+/// Adds one layer's routing to `stats`: the load-balance, z and domain
+/// losses, slots per expert, routing entropy and top-1 domain agreement,
+/// from the router's probabilities and logits `[n, E]` and top-k `[n, k]`.
+pub(crate) fn routing_stats<T: Float>(
+    moe: &MoeConfig,
+    router_probs: &[T],
+    router_logits: &[T],
+    topk_idx: &[u32],
+    batch: &Batch,
+    stats: &mut StepStats,
+) {
+    let (n, e, k) = (batch.len(), moe.num_experts, moe.top_k);
+    let (lb, _) = load_balance_forward(router_probs, topk_idx, n, e);
+    stats.aux += lb;
+    if moe.z_coef != 0.0 {
+        stats.z += router_z_loss_forward(router_logits, n, e);
+    }
+    if moe.domain_coef != 0.0 {
+        stats.domain += domain_routing_loss_forward(router_probs, &batch.domains, e).0;
+    }
+    let mut slots = vec![0usize; e];
+    for &j in topk_idx {
+        slots[j as usize] += 1;
+    }
+    stats.expert_slots.push(slots);
+    let mut entropy = 0.0;
+    for (t, p) in router_probs.chunks_exact(e).enumerate() {
+        entropy -= p
+            .iter()
+            .map(|p| p.to_f64())
+            .filter(|&p| p > 0.0)
+            .map(|p| p * p.ln())
+            .sum::<f64>();
+        let d = batch.domains[t] as usize;
+        if d < e {
+            stats.domain_top1[d].1 += 1;
+            if topk_idx[t * k] as usize == d {
+                stats.domain_top1[d].0 += 1;
+            }
+        }
+    }
+    stats.routing_entropy += entropy;
+    stats.layer_entropy.push(entropy / n.max(1) as f64);
 }
 
 fn gather<T: Float>(x: &[T], rows: &[u32], width: usize) -> Vec<T> {

@@ -28,21 +28,57 @@ macro_rules! source {
 pub const KERNEL_SOURCES: &[KernelSource] = &[
     source!(
         "embedding.cu",
-        ["embedding_forward_f32", "embedding_forward_bf16"]
+        [
+            "embedding_forward_f32",
+            "embedding_forward_bf16",
+            "embedding_backward"
+        ]
     ),
     source!(
         "rmsnorm.cu",
-        ["rmsnorm_forward", "residual_rmsnorm_forward"]
+        [
+            "rmsnorm_forward",
+            "residual_rmsnorm_forward",
+            "rmsnorm_forward_rstd",
+            "rmsnorm_backward"
+        ]
     ),
     source!("rope.cu", ["rope_forward"]),
-    source!("swiglu.cu", ["swiglu_forward"]),
+    source!("swiglu.cu", ["swiglu_forward", "swiglu_backward"]),
     source!("residual.cu", ["residual_forward"]),
     source!("cast.cu", ["cast_f32_to_bf16", "cast_bf16_to_f32"]),
     source!("kv_cache.cu", ["kv_cache_write_f32", "kv_cache_write_bf16"]),
     source!("matmul.cu", ["matvec_forward_f32", "matvec_forward_bf16"]),
     source!(
         "paged.cu",
-        ["rope_forward_positions", "paged_kv_write", "paged_attention_forward"]
+        [
+            "rope_forward_positions",
+            "rope_backward_positions",
+            "paged_kv_write",
+            "paged_attention_forward"
+        ]
+    ),
+    source!("router.cu", ["router_forward", "router_backward"]),
+    source!(
+        "moe_lora.cu",
+        [
+            "gather_rows",
+            "scatter_add_rows",
+            "scale_rows",
+            "row_dot",
+            "scatter_slots"
+        ]
+    ),
+    source!("cross_entropy.cu", ["cross_entropy_fused"]),
+    source!("adamw.cu", ["grad_sumsq", "adamw_step"]),
+    source!(
+        "attention_train.cu",
+        [
+            "attention_train_forward",
+            "attention_train_dsum",
+            "attention_train_backward_dq",
+            "attention_train_backward_dkdv"
+        ]
     ),
     source!(
         "attention.cu",

@@ -113,7 +113,9 @@ fn attention_by_rows(
             let values = &v_cache[kv_base..kv_base + max_seq * head_dim];
 
             scores.clear();
-            scores.extend((start..=p).map(|j| dot(&keys[j * head_dim..(j + 1) * head_dim], q_h) * scale));
+            scores.extend(
+                (start..=p).map(|j| dot(&keys[j * head_dim..(j + 1) * head_dim], q_h) * scale),
+            );
             softmax_weighted_sum(out_h, scores, |jj| {
                 let j = start + jj;
                 &values[j * head_dim..(j + 1) * head_dim]
@@ -125,7 +127,11 @@ fn attention_by_rows(
 /// `out = Σ_j softmax(scores)_j · value(j)`, the softmax in f32 after
 /// subtracting the maximum; `scores` is overwritten. Shared by the
 /// row-by-row attention here and the paged attention of serving.
-pub(super) fn softmax_weighted_sum<'v>(out: &mut [f32], scores: &mut [f32], value: impl Fn(usize) -> &'v [f32]) {
+pub(super) fn softmax_weighted_sum<'v>(
+    out: &mut [f32],
+    scores: &mut [f32],
+    value: impl Fn(usize) -> &'v [f32],
+) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for sc in scores.iter_mut() {

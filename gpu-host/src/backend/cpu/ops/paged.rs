@@ -71,7 +71,11 @@ pub fn paged_kv_write(
         k.len() >= n * kv_dim && v.len() >= n * kv_dim,
         "paged kv write: k and v must be [n, n_kv_heads, head_dim]"
     );
-    assert_eq!(k_pool.len(), v_pool.len(), "paged kv write: pools differ in size");
+    assert_eq!(
+        k_pool.len(),
+        v_pool.len(),
+        "paged kv write: pools differ in size"
+    );
     assert!(
         k_pool.len().is_multiple_of(s.block_len()),
         "paged kv write: pool is not whole blocks"
@@ -79,7 +83,10 @@ pub fn paged_kv_write(
     let slots_in_pool = k_pool.len() / s.block_len() * s.block_size;
     for (t, &slot) in slots.iter().enumerate() {
         let slot = slot as usize;
-        assert!(slot < slots_in_pool, "paged kv write: slot {slot} outside the pool");
+        assert!(
+            slot < slots_in_pool,
+            "paged kv write: slot {slot} outside the pool"
+        );
         for h in 0..s.n_kv_heads {
             let src = t * kv_dim + h * hd;
             let dst = s.offset(slot, h);
@@ -111,8 +118,14 @@ pub fn paged_attention_forward(
         "paged attention: n_heads must be a multiple of n_kv_heads"
     );
     let rows: usize = seqs.iter().map(|q| q.row0 + q.n).max().unwrap_or(0);
-    assert!(q.len() >= rows * n_heads * hd, "paged attention: q too short");
-    assert!(out.len() >= rows * n_heads * hd, "paged attention: out too short");
+    assert!(
+        q.len() >= rows * n_heads * hd,
+        "paged attention: q too short"
+    );
+    assert!(
+        out.len() >= rows * n_heads * hd,
+        "paged attention: out too short"
+    );
     let pool_blocks = k_pool.len() / s.block_len();
     // Which sequence owns each row (rows not in any sequence are left alone).
     let mut owner = vec![usize::MAX; rows];
@@ -173,14 +186,21 @@ mod tests {
     fn matches_contiguous_attention_per_sequence() {
         let mut rng = Rng::new(7);
         for window in [None, Some(5)] {
-            let s = PagedShape { n_heads: 4, n_kv_heads: 2, head_dim: 8, block_size: 4, window };
+            let s = PagedShape {
+                n_heads: 4,
+                n_kv_heads: 2,
+                head_dim: 8,
+                block_size: 4,
+                window,
+            };
             let kv_dim = s.n_kv_heads * s.head_dim;
             let q_dim = s.n_heads * s.head_dim;
             let num_blocks = 12;
             let mut k_pool = vec![0f32; num_blocks * s.block_len()];
             let mut v_pool = k_pool.clone();
             // (cached positions, new rows, block table)
-            let specs: [(usize, usize, Vec<u32>); 2] = [(9, 1, vec![7, 2, 10]), (3, 6, vec![1, 11, 4])];
+            let specs: [(usize, usize, Vec<u32>); 2] =
+                [(9, 1, vec![7, 2, 10]), (3, 6, vec![1, 11, 4])];
             let mut q_all = Vec::new();
             let mut expected = Vec::new();
             let mut seqs_owned = Vec::new();
@@ -191,14 +211,26 @@ mod tests {
                 let q = random(&mut rng, n * q_dim);
                 // Paged: write all positions through the block table.
                 let slots: Vec<u32> = (0..total)
-                    .map(|j| blocks[j / s.block_size] * s.block_size as u32 + (j % s.block_size) as u32)
+                    .map(|j| {
+                        blocks[j / s.block_size] * s.block_size as u32 + (j % s.block_size) as u32
+                    })
                     .collect();
                 paged_kv_write(&mut k_pool, &mut v_pool, &k, &v, &slots, s);
                 // Contiguous oracle.
                 let max_seq = 16;
                 let mut kc = vec![0f32; s.n_kv_heads * max_seq * s.head_dim];
                 let mut vc = kc.clone();
-                kv_cache_write(&mut kc, &mut vc, &k, &v, total, 0, s.n_kv_heads, s.head_dim, max_seq);
+                kv_cache_write(
+                    &mut kc,
+                    &mut vc,
+                    &k,
+                    &v,
+                    total,
+                    0,
+                    s.n_kv_heads,
+                    s.head_dim,
+                    max_seq,
+                );
                 let mut o = vec![0f32; n * q_dim];
                 let shape = AttentionShape {
                     n: *n,
@@ -216,11 +248,20 @@ mod tests {
             }
             let seqs: Vec<PagedSeq> = seqs_owned
                 .iter()
-                .map(|(row0, n, pos0, b)| PagedSeq { row0: *row0, n: *n, pos0: *pos0, blocks: b })
+                .map(|(row0, n, pos0, b)| PagedSeq {
+                    row0: *row0,
+                    n: *n,
+                    pos0: *pos0,
+                    blocks: b,
+                })
                 .collect();
             let mut out = vec![0f32; q_all.len()];
             paged_attention_forward(&mut out, &q_all, &k_pool, &v_pool, &seqs, s);
-            let err = out.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = out
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(err < 1e-5, "window {window:?}: max error {err}");
         }
     }

@@ -33,3 +33,27 @@ pub fn embedding_forward<W: DeviceElem>(
     unsafe { launch.launch(cfg) }?;
     Ok(())
 }
+
+/// `dwte[tokens[i], :] += dout[i, :]` for the first `n` tokens; twin of
+/// `train::ops::embedding::embedding_backward` (atomics: the order of the
+/// additions to a repeated token's row is not fixed).
+pub fn embedding_backward(
+    gpu: &Gpu,
+    dwte: &mut CudaSlice<f32>,
+    dout: &CudaSlice<f32>,
+    tokens: &CudaSlice<u32>,
+    n: usize,
+    c: usize,
+) -> Result<()> {
+    check_len("embedding dout", dout.len(), n * c)?;
+    check_len("embedding tokens", tokens.len(), n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let (n32, c32) = (to_i32(n, "embedding rows")?, to_i32(c, "embedding width")?);
+    let mut launch = gpu.launch("embedding_backward")?;
+    launch.arg(dwte).arg(dout).arg(tokens).arg(&n32).arg(&c32);
+    // SAFETY: the caller checked the ids against dwte's rows.
+    unsafe { launch.launch(gpu.grid_stride(n * c)) }?;
+    Ok(())
+}

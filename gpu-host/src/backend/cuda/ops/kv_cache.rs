@@ -42,7 +42,11 @@ pub fn kv_cache_write<C: DeviceElem>(
         to_i32(max_seq, "max_seq")?,
     );
     // Four values per thread when head_dim allows (see kernels/kv_cache.cu).
-    let cfg = gpu.grid_stride(if head_dim.is_multiple_of(4) { len / 4 } else { len });
+    let cfg = gpu.grid_stride(if head_dim.is_multiple_of(4) {
+        len / 4
+    } else {
+        len
+    });
     let mut launch = gpu.launch(&format!("kv_cache_write_{}", C::SUFFIX))?;
     launch
         .arg(k_cache)

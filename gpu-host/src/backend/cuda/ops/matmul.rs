@@ -195,6 +195,7 @@ pub struct Gemm {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     plans: Mutex<HashMap<PlanKey, Plan>>,
+    general: Mutex<HashMap<GeneralKey, Plan>>,
     input_bf16: Mutex<Option<CudaSlice<bf16>>>,
 }
 
@@ -253,6 +254,7 @@ impl Gemm {
             handle,
             workspace,
             plans: Mutex::new(HashMap::new()),
+            general: Mutex::new(HashMap::new()),
             input_bf16: Mutex::new(None),
         })
     }
@@ -322,6 +324,10 @@ impl Gemm {
 impl Drop for Gemm {
     fn drop(&mut self) {
         self.plans.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.general
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         // SAFETY: created in `new`, destroyed once.
         unsafe {
             let _ = lt::destroy_handle(self.handle);
@@ -374,6 +380,190 @@ impl Plan {
                 std::mem::size_of::<usize>(),
             )
             .and_then(|_| lt::get_matmul_algo_heuristic(handle, desc, a, b, d, d, pref));
+            let _ = lt::destroy_matmul_pref(pref);
+            plan.algo = heuristic?.algo;
+        }
+        Ok(plan)
+    }
+}
+
+/// Element types [`Gemm::general`] multiplies (both operands the same
+/// type; the result is always f32).
+pub trait GemmInput: DeviceElem {
+    const DATA_TYPE: sys::cudaDataType_t;
+}
+
+impl GemmInput for f32 {
+    const DATA_TYPE: sys::cudaDataType_t = sys::cudaDataType_t::CUDA_R_32F;
+}
+
+impl GemmInput for bf16 {
+    const DATA_TYPE: sys::cudaDataType_t = sys::cudaDataType_t::CUDA_R_16BF;
+}
+
+/// One operand of [`Gemm::general`]: a row-major matrix, used as stored
+/// or transposed.
+pub struct Operand<'a, T> {
+    pub data: &'a CudaSlice<T>,
+    pub transposed: bool,
+}
+
+/// `A` as stored.
+pub fn plain<T>(data: &CudaSlice<T>) -> Operand<'_, T> {
+    Operand {
+        data,
+        transposed: false,
+    }
+}
+
+/// `Aᵀ`.
+pub fn transposed<T>(data: &CudaSlice<T>) -> Operand<'_, T> {
+    Operand {
+        data,
+        transposed: true,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct GeneralKey {
+    data_type: sys::cudaDataType,
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+impl Gemm {
+    /// Row-major `C[m, n] = alpha · op(A) · op(B) + beta · C` with op(A)
+    /// `[m, k]` and op(B) `[k, n]`, f32 accumulation and an f32 `C`: the
+    /// training GEMMs (`x·Wᵀ`, `dY·W`, `dYᵀ·X`, and the LoRA shrink and
+    /// expand). f32 operands run in plain f32 (no TF32), bf16 ones on
+    /// tensor cores.
+    #[allow(clippy::too_many_arguments)]
+    pub fn general<T: GemmInput>(
+        &self,
+        gpu: &Gpu,
+        a: Operand<'_, T>,
+        b: Operand<'_, T>,
+        c: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        check_len("gemm A", a.data.len(), m * k)?;
+        check_len("gemm B", b.data.len(), k * n)?;
+        check_len("gemm C", c.len(), m * n)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(k > 0, "gemm with an empty inner dimension");
+        let key = GeneralKey {
+            data_type: T::DATA_TYPE,
+            m,
+            n,
+            k,
+            trans_a: a.transposed,
+            trans_b: b.transposed,
+        };
+        let mut plans = self.general.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Plan::general(self.handle, key).with_context(|| {
+                    format!("cuBLASLt has no algorithm for a [{m}, {k}] x [{k}, {n}] product")
+                })?)
+            }
+        };
+        let stream = &gpu.stream;
+        let (pa, _ga) = a.data.device_ptr(stream);
+        let (pb, _gb) = b.data.device_ptr(stream);
+        let (pc, _gc) = c.device_ptr_mut(stream);
+        let (ws, _ws) = self.workspace.device_ptr(stream);
+        // Column-major view: Cᵀ [n, m] = op(B)ᵀ · op(A)ᵀ, so cuBLAS's first
+        // operand is B and its second A (see Plan::general).
+        // SAFETY: the plan's layouts match the sizes checked above.
+        unsafe {
+            lt::matmul(
+                self.handle,
+                plan.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                pb as *const c_void,
+                plan.a,
+                pa as *const c_void,
+                plan.b,
+                pc as *const c_void,
+                plan.d,
+                pc as *mut c_void,
+                plan.d,
+                &plan.algo,
+                ws as *mut c_void,
+                WORKSPACE_BYTES,
+                stream.cu_stream() as sys::cudaStream_t,
+            )
+            .context("cublasLtMatmul failed")?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// The column-major problem behind a row-major [`Gemm::general`]:
+    /// `D [n, m] = opB' · opA'` where the first operand is the row-major B
+    /// buffer (`[n, k]` column-major, ld n, when B is not transposed; else
+    /// `[k, n]`, ld k, transposed) and the second the A buffer (`[k, m]`,
+    /// ld k, or `[m, k]`, ld m, transposed).
+    fn general(handle: sys::cublasLtHandle_t, key: GeneralKey) -> Result<Self> {
+        let f32t = sys::cudaDataType_t::CUDA_R_32F;
+        let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t)?;
+        let (m, n, k) = (key.m as u64, key.n as u64, key.k as u64);
+        let first = if key.trans_b {
+            lt::create_matrix_layout(key.data_type, k, n, k as i64)?
+        } else {
+            lt::create_matrix_layout(key.data_type, n, k, n as i64)?
+        };
+        let second = if key.trans_a {
+            lt::create_matrix_layout(key.data_type, m, k, m as i64)?
+        } else {
+            lt::create_matrix_layout(key.data_type, k, m, k as i64)?
+        };
+        let d = lt::create_matrix_layout(f32t, n, m, n as i64)?;
+        let mut plan = Plan {
+            desc,
+            a: first,
+            b: second,
+            d,
+            // SAFETY: a plain C struct; replaced by the heuristic's choice below.
+            algo: unsafe { std::mem::zeroed() },
+        };
+        let op = |t: bool| -> i32 { i32::from(t) }; // CUBLAS_OP_N = 0, CUBLAS_OP_T = 1
+        let (ta, tb) = (op(key.trans_b), op(key.trans_a));
+        // SAFETY: the descriptors were just created; attribute sizes match their C types.
+        unsafe {
+            lt::set_matmul_desc_attribute(
+                desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                &ta as *const i32 as *const c_void,
+                std::mem::size_of::<i32>(),
+            )?;
+            lt::set_matmul_desc_attribute(
+                desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+                &tb as *const i32 as *const c_void,
+                std::mem::size_of::<i32>(),
+            )?;
+            let pref = lt::create_matmul_pref()?;
+            let ws = WORKSPACE_BYTES;
+            let heuristic = lt::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const usize as *const c_void,
+                std::mem::size_of::<usize>(),
+            )
+            .and_then(|_| lt::get_matmul_algo_heuristic(handle, desc, first, second, d, d, pref));
             let _ = lt::destroy_matmul_pref(pref);
             plan.algo = heuristic?.algo;
         }

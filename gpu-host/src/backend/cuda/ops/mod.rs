@@ -6,15 +6,20 @@
 //! on a GPU corrupts memory silently, so these are errors, not panics.
 //! Launches are asynchronous on the device's stream.
 
+pub mod adamw;
 pub mod attention;
+pub mod attention_train;
 pub mod cast;
+pub mod cross_entropy;
 pub mod embedding;
 pub mod kv_cache;
 pub mod matmul;
+pub mod moe;
 pub mod paged;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
+pub mod router;
 pub mod swiglu;
 
 pub use attention::{AttentionPlan, AttentionScratch, attention_forward, attention_forward_naive};

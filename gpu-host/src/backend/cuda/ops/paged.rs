@@ -11,8 +11,13 @@ use anyhow::{Context, Result, ensure};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 fn upload_i32(gpu: &Gpu, values: &[u32], what: &str) -> Result<CudaSlice<i32>> {
-    let v: Vec<i32> = values.iter().map(|&x| to_i32(x as usize, what)).collect::<Result<_>>()?;
-    gpu.stream.clone_htod(&v).with_context(|| format!("copying {what} to the GPU"))
+    let v: Vec<i32> = values
+        .iter()
+        .map(|&x| to_i32(x as usize, what))
+        .collect::<Result<_>>()?;
+    gpu.stream
+        .clone_htod(&v)
+        .with_context(|| format!("copying {what} to the GPU"))
 }
 
 /// Rotates row `t` of `x [n, n_heads, head_dim]` to `positions[t]`.
@@ -25,7 +30,56 @@ pub fn rope_forward_positions(
     n_heads: usize,
     head_dim: usize,
 ) -> Result<()> {
-    ensure!(head_dim.is_multiple_of(2), "rope: head_dim {head_dim} must be even");
+    rope_positions(
+        gpu,
+        "rope_forward_positions",
+        x,
+        cos,
+        sin,
+        positions,
+        n_heads,
+        head_dim,
+    )
+}
+
+/// The gradient through [`rope_forward_positions`]: rotates each row of
+/// `dx` back by its position's angle, in place.
+pub fn rope_backward_positions(
+    gpu: &Gpu,
+    dx: &mut CudaSlice<f32>,
+    cos: &CudaSlice<f32>,
+    sin: &CudaSlice<f32>,
+    positions: &[u32],
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    rope_positions(
+        gpu,
+        "rope_backward_positions",
+        dx,
+        cos,
+        sin,
+        positions,
+        n_heads,
+        head_dim,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rope_positions(
+    gpu: &Gpu,
+    kernel: &str,
+    x: &mut CudaSlice<f32>,
+    cos: &CudaSlice<f32>,
+    sin: &CudaSlice<f32>,
+    positions: &[u32],
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    ensure!(
+        head_dim.is_multiple_of(2),
+        "rope: head_dim {head_dim} must be even"
+    );
     let (n, half) = (positions.len(), head_dim / 2);
     if n == 0 {
         return Ok(());
@@ -35,10 +89,21 @@ pub fn rope_forward_positions(
     check_len("rope cos table", cos.len(), (max + 1) * half)?;
     check_len("rope sin table", sin.len(), (max + 1) * half)?;
     let pos = upload_i32(gpu, positions, "positions")?;
-    let (n32, h32, d32) = (to_i32(n, "rope rows")?, to_i32(n_heads, "rope heads")?, to_i32(head_dim, "head_dim")?);
+    let (n32, h32, d32) = (
+        to_i32(n, "rope rows")?,
+        to_i32(n_heads, "rope heads")?,
+        to_i32(head_dim, "head_dim")?,
+    );
     let cfg = gpu.grid_stride(n * n_heads * half);
-    let mut launch = gpu.launch("rope_forward_positions")?;
-    launch.arg(x).arg(cos).arg(sin).arg(&pos).arg(&n32).arg(&h32).arg(&d32);
+    let mut launch = gpu.launch(kernel)?;
+    launch
+        .arg(x)
+        .arg(cos)
+        .arg(sin)
+        .arg(&pos)
+        .arg(&n32)
+        .arg(&h32)
+        .arg(&d32);
     // SAFETY: sizes checked above.
     unsafe { launch.launch(cfg) }?;
     Ok(())
@@ -61,7 +126,10 @@ pub fn paged_kv_write(
     }
     check_len("paged k", k.len(), n * kv_dim)?;
     check_len("paged v", v.len(), n * kv_dim)?;
-    ensure!(k_pool.len() == v_pool.len(), "paged kv write: pools differ in size");
+    ensure!(
+        k_pool.len() == v_pool.len(),
+        "paged kv write: pools differ in size"
+    );
     let pool_slots = k_pool.len() / s.block_len() * s.block_size;
     ensure!(
         slots.iter().all(|&x| (x as usize) < pool_slots),
@@ -76,7 +144,16 @@ pub fn paged_kv_write(
     );
     let cfg = gpu.grid_stride(n * kv_dim);
     let mut launch = gpu.launch("paged_kv_write")?;
-    launch.arg(k_pool).arg(v_pool).arg(k).arg(v).arg(&sl).arg(&n32).arg(&h32).arg(&b32).arg(&d32);
+    launch
+        .arg(k_pool)
+        .arg(v_pool)
+        .arg(k)
+        .arg(v)
+        .arg(&sl)
+        .arg(&n32)
+        .arg(&h32)
+        .arg(&b32)
+        .arg(&d32);
     // SAFETY: sizes and slots checked above.
     unsafe { launch.launch(cfg) }?;
     Ok(())
@@ -97,7 +174,10 @@ pub fn paged_attention_forward(
         "paged attention on the GPU needs head_dim a multiple of 32 up to 256, got {}",
         s.head_dim
     );
-    ensure!(s.n_heads.is_multiple_of(s.n_kv_heads), "n_heads must be a multiple of n_kv_heads");
+    ensure!(
+        s.n_heads.is_multiple_of(s.n_kv_heads),
+        "n_heads must be a multiple of n_kv_heads"
+    );
     let rows = seqs.iter().map(|q| q.row0 + q.n).max().unwrap_or(0);
     if rows == 0 {
         return Ok(());
@@ -109,8 +189,14 @@ pub fn paged_attention_forward(
     let mut row_table = vec![0i32; rows];
     let mut tables: Vec<i32> = Vec::new();
     for sq in seqs {
-        ensure!(sq.blocks.len() * s.block_size >= sq.pos0 + sq.n, "paged attention: block table too short");
-        ensure!(sq.blocks.iter().all(|&b| (b as usize) < pool_blocks), "paged attention: block outside the pool");
+        ensure!(
+            sq.blocks.len() * s.block_size >= sq.pos0 + sq.n,
+            "paged attention: block table too short"
+        );
+        ensure!(
+            sq.blocks.iter().all(|&b| (b as usize) < pool_blocks),
+            "paged attention: block outside the pool"
+        );
         let offset = to_i32(tables.len(), "block tables")?;
         tables.extend(sq.blocks.iter().map(|&b| b as i32));
         for t in 0..sq.n {
@@ -119,8 +205,12 @@ pub fn paged_attention_forward(
         }
     }
     let stream = &gpu.stream;
-    let row_pos = stream.clone_htod(&row_pos).context("copying row positions")?;
-    let row_table = stream.clone_htod(&row_table).context("copying row tables")?;
+    let row_pos = stream
+        .clone_htod(&row_pos)
+        .context("copying row positions")?;
+    let row_table = stream
+        .clone_htod(&row_table)
+        .context("copying row tables")?;
     let tables = stream.clone_htod(&tables).context("copying block tables")?;
     let window = to_i32(s.window.unwrap_or(0), "window")?;
     let (r32, h32, kv32, d32, b32) = (
@@ -130,7 +220,11 @@ pub fn paged_attention_forward(
         to_i32(s.head_dim, "head_dim")?,
         to_i32(s.block_size, "block size")?,
     );
-    let cfg = LaunchConfig { grid_dim: ((rows * s.n_heads) as u32, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: ((rows * s.n_heads) as u32, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut launch = gpu.launch("paged_attention_forward")?;
     launch
         .arg(out)
