@@ -3,7 +3,7 @@
 # prebuilt binaries (the lent GPU machines have no Rust toolchain).
 #
 # Here (no GPU needed):
-#   cargo test -p gpu-host --test cuda_kernels --test cuda_model --test cuda_ptxas --no-run
+#   cargo test -p gpu-host --test cuda_kernels --test cuda_model --test cuda_train --test cuda_ptxas --no-run
 #   cargo build -p gpu-host
 #   mkdir -p target/gpurun && cp <the three test executables cargo printed> target/gpurun/
 #   cp target/debug/gpu-host target/gpurun/ && strip target/gpurun/* && xz -T0 target/gpurun/*
@@ -58,11 +58,20 @@ step() {
 step ptxas "$(bin cuda_ptxas)" --nocapture --test-threads=1
 step kernels "$(bin cuda_kernels)" --nocapture --test-threads=1
 step model "$(bin cuda_model)" --nocapture --test-threads=1
+step train "$(bin cuda_train)" --nocapture --test-threads=1
 step bench "$WORK/gpu-host" bench kernels
 # Serving on the GPU: the small preset through `serve --device cuda`,
 # loaded by `bench serve` at concurrency 1, 4 and 16.
 step init-small "$WORK/gpu-host" init-model --preset small --out "$WORK/small"
 step forward-small "$WORK/gpu-host" bench forward --model "$WORK/small" --device cuda
+# MoE-LoRA training steps: the small preset, then the 1B class (bf16 base).
+step train-small "$WORK/gpu-host" bench train --model "$WORK/small" --device cuda --seq-len 1024 --steps 5 \
+    --json "$LOG_DIR/train-small.json"
+if [ -z "${SKIP_1B:-}" ]; then
+    step init-1b "$WORK/gpu-host" init-model --preset 1b --dtype bf16 --out "$WORK/1b"
+    step train-1b "$WORK/gpu-host" bench train --model "$WORK/1b" --device cuda --seq-len 2048 --steps 3 \
+        --json "$LOG_DIR/train-1b.json"
+fi
 serve_bench() {
     "$WORK/gpu-host" serve --model "$WORK/small" --device cuda --listen 127.0.0.1:8091 >"$WORK/serve.out" 2>"$LOG_DIR/serve-server.log" &
     local pid=$!
@@ -75,7 +84,7 @@ serve_bench() {
     kill $pid
     return $rc
 }
-step serve-small serve_bench
+[ -z "${SKIP_SERVE:-}" ] && step serve-small serve_bench
 # The sanitizers last, bounded: out-of-bounds accesses and shared-memory races.
 if [ -z "${SKIP_SANITIZERS:-}" ] && command -v compute-sanitizer >/dev/null; then
     step memcheck timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \

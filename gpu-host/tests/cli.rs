@@ -1,5 +1,5 @@
 //! The `gpu-host` binary end to end: init-model, generate (prompt and
-//! chat), bench forward, and a failing load that exits with a message.
+//! chat), bench forward and train, and bad input that exits with a message.
 
 use std::process::{Command, Output};
 
@@ -148,5 +148,40 @@ fn bad_input_exits_with_an_error_not_a_panic() {
     assert!(
         help.contains("--chat") && help.contains("--temperature"),
         "{help}"
+    );
+}
+
+#[test]
+fn bench_train_prints_a_table_and_refuses_a_bad_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    let m = model.to_str().unwrap();
+    ok(&gpu_host(&["init-model", "--preset", "tiny", "--out", m]));
+    // Training steps on the CPU reference: a table with a positive rate.
+    let table = ok(&gpu_host(&[
+        "bench",
+        "train",
+        "--model",
+        m,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--seq-len",
+        "64",
+        "--steps",
+        "1",
+    ]));
+    let row = table.lines().last().unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert!(table.contains("tokens/s") && cells[1] == "cpu", "{table}");
+    let tok_s: f64 = cells[7].parse().unwrap();
+    assert!(tok_s > 0.0, "{table}");
+    // A device that does not exist is refused, naming the option.
+    let out = gpu_host(&["bench", "train", "--model", m, "--device", "tpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("`device`") && !stderr.contains("panicked"),
+        "{stderr}"
     );
 }

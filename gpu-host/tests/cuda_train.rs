@@ -661,3 +661,81 @@ fn cuda_ten_training_steps_match_cpu_with_bf16_weights() {
     let Some(_) = gpu() else { return };
     ten_steps_match(WeightDtype::Bf16, 2e-2);
 }
+
+/// `gpu-host train --device cuda` end to end on the tiny model: the loss
+/// falls as on the CPU (the reference run's own test), checkpoints and the
+/// adapter are written from the GPU's tensors, and a killed run resumes
+/// from its checkpoint on the GPU and finishes. (Bit-identical resumption
+/// is the CPU reference's property: the GPU's gradient-norm reduction is
+/// not ordered.)
+#[test]
+fn cuda_train_command_learns_checkpoints_and_resumes() {
+    let Some(_) = gpu() else { return };
+    use gpu_host::data::prepare::{PrepareOptions, prepare};
+    use gpu_host::data::synth::write_synthetic;
+    use gpu_host::train::config::{TrainArgs, TrainConfig};
+    use gpu_host::train::run::train;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let model = root.join("tiny");
+    write_checkpoint(&InitSpec::new(Preset::Tiny, Architecture::Llama), &model).unwrap();
+    let input = root.join("synthetic.jsonl");
+    write_synthetic(&input, 16, 2).unwrap();
+    let data = root.join("data");
+    prepare(&PrepareOptions {
+        inputs: vec![input],
+        out: data.clone(),
+        model: model.clone(),
+        seq_len: 256,
+        val_fraction: 0.2,
+        shard_sequences: 64,
+    })
+    .unwrap();
+    let cfg = |out: &str, steps: usize| -> TrainConfig {
+        TrainArgs {
+            model: Some(model.clone()),
+            data: Some(data.clone()),
+            out: Some(root.join(out)),
+            steps: Some(steps),
+            lr: Some(4e-3),
+            warmup_steps: Some(5),
+            seq_len: Some(256),
+            micro_batch: Some(2),
+            eval_every: Some(10),
+            eval_batches: Some(2),
+            ckpt_every: Some(10),
+            device: Some("cuda".into()),
+            quiet: Some(true),
+            ..Default::default()
+        }
+        .resolve()
+    };
+    let run = train(&cfg("run", 50), false).unwrap();
+    let (first, last) = (run.losses[0], *run.losses.last().unwrap());
+    eprintln!(
+        "cuda train: loss {first:.3} → {last:.3}, {:.0} tok/s, val {:?}",
+        run.tokens_per_s, run.val_loss
+    );
+    assert!(last <= 0.6 * first, "loss fell only from {first} to {last}");
+    assert!(root.join("run/adapter/adapter_model.safetensors").exists());
+
+    let killed = TrainConfig {
+        kill_after_step: 15,
+        ..cfg("killed", 30)
+    };
+    assert_eq!(train(&killed, false).unwrap().steps, 15);
+    let resumed = train(
+        &TrainConfig {
+            kill_after_step: 0,
+            ..killed
+        },
+        true,
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 30);
+    let last = *resumed.losses.last().unwrap();
+    assert!(
+        last.is_finite() && last < first,
+        "resumed run ended at loss {last}"
+    );
+}

@@ -60,6 +60,9 @@ fn config(f: &Fixture, out: &str, steps: usize) -> TrainConfig {
         eval_every: Some(0),
         eval_batches: Some(0),
         threads: Some(2),
+        // The CPU reference: resumed runs must match bit for bit, and the
+        // GPU's gradient-norm reduction is not ordered.
+        device: Some("cpu".into()),
         quiet: Some(true),
         ..Default::default()
     }

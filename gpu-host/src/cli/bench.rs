@@ -1,5 +1,5 @@
-//! `gpu-host bench ...`: throughput measurements. `forward` now; serving,
-//! training and kernel benchmarks come with their issues.
+//! `gpu-host bench ...`: throughput measurements: the forward pass,
+//! kernels, a running server, and MoE-LoRA training steps.
 
 use super::device::{DeviceArgs, load_model, with_model};
 use anyhow::Result;
@@ -17,6 +17,40 @@ pub enum BenchCommand {
     /// latency percentiles, time to first token, throughput, errors and the
     /// P95 < 2 s SLA.
     Serve(ServeBenchArgs),
+    /// MoE-LoRA training steps on random sequences: tokens/s and model
+    /// FLOPs utilisation (on CUDA, of the device's dense bf16 peak).
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// Checkpoint directory (e.g. `gpu-host init-model --preset 1b`).
+    #[arg(long)]
+    model: PathBuf,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Precision of the frozen base on the GPU: bf16 or f32.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 2048)]
+    seq_len: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 1)]
+    micro_batch: usize,
+    /// Timed steps after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Recompute activations in the backward pass.
+    #[arg(long)]
+    checkpointing: bool,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -74,7 +108,31 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Kernels(args) => super::bench_kernels::run(args),
         BenchCommand::Serve(args) => serve(args),
+        BenchCommand::Train(args) => train(args),
     }
+}
+
+fn train(args: TrainBenchArgs) -> Result<()> {
+    use gpu_host::train::bench::{TrainBenchParams, bench_train};
+    let params = TrainBenchParams {
+        model: args.model,
+        device: args.device,
+        dtype: args.dtype,
+        seq_len: args.seq_len,
+        micro_batch: args.micro_batch,
+        steps: args.steps,
+        checkpointing: args.checkpointing,
+        moe: Default::default(),
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+    let report = pool.install(|| bench_train(&params))?;
+    println!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
 }
 
 fn serve(args: ServeBenchArgs) -> Result<()> {

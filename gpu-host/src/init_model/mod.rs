@@ -25,6 +25,11 @@ pub enum Preset {
     /// The small shape pretrained on the synthetic corpus, with a MoE-LoRA
     /// adapter (see `train::demo`): the default served model.
     Demo,
+    /// ≈ 1.1 B parameters in TinyLlama-1.1B's shape (22 layers, hidden
+    /// 2048, 32 query and 4 kv heads): the training benchmark's 1B class.
+    #[value(name = "1b")]
+    #[serde(rename = "1b")]
+    B1,
 }
 
 /// Everything that determines a generated checkpoint.
@@ -92,6 +97,15 @@ fn dims(preset: Preset) -> Dims {
             heads: 6,
             kv_heads: 2,
             max_pos: 512,
+        },
+        Preset::B1 => Dims {
+            vocab_target: 32000,
+            hidden: 2048,
+            intermediate: 5632,
+            layers: 22,
+            heads: 32,
+            kv_heads: 4,
+            max_pos: 4096,
         },
         Preset::Small | Preset::Demo => Dims {
             vocab_target: 4096,

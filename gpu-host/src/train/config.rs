@@ -98,6 +98,12 @@ train_options! {
     checkpointing: bool = false,
     /// Worker threads (0: one per core).
     threads: usize = 0,
+    /// Where the steps run: auto (the first GPU when one is usable), cpu,
+    /// cuda or cuda:N.
+    device: String = "auto".into(),
+    /// Precision of the frozen base on the GPU: bf16 or f32 (the CPU
+    /// reference is always f32).
+    dtype: String = "bf16".into(),
     /// Planner profile: fast, balanced, quality, memory-efficient (empty:
     /// none, or the planner's choice when --window is set).
     profile: String = String::new(),
@@ -129,6 +135,8 @@ impl TrainArgs {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
+        crate::train::engine::TrainDevice::parse(&self.device)?;
+        crate::train::engine::parse_dtype(&self.dtype)?;
         for (name, p) in [
             ("model", &self.model),
             ("data", &self.data),

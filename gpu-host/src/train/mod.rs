@@ -2,11 +2,13 @@
 //! their backward passes, [`ops`]; the trainable model, [`model`]) and its
 //! CUDA twin ([`cuda`], behind the `cuda` feature).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod demo;
+pub mod engine;
 pub mod float;
 pub mod model;
 pub mod ops;

@@ -7,7 +7,8 @@
 
 use crate::data::shards::Dataset;
 use crate::train::config::{TrainConfig, parse_duration};
-use crate::train::model::{ATTN_TARGETS, Params, TrainModel};
+use crate::train::engine::StepEngine;
+use crate::train::model::{ATTN_TARGETS, TrainModel};
 use crate::train::run::Loader;
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
@@ -123,16 +124,16 @@ pub fn calibrate(cfg: &TrainConfig, micro_batches: usize) -> Result<Vec<Calibrat
         model.train_base = cfg.full;
         model.checkpointing = c.checkpointing;
         let mut loader = Loader::new(&ds.train, c.seq_len, c.micro_batch, cfg.seed, c.seq_len);
-        let mut grads: Params<f32> = model.params.zeros_like();
+        let mut engine = StepEngine::open(&cfg.device, &cfg.dtype, &model)?;
         let mut pos = Default::default();
         let warm = loader.next(&mut pos, &ds.train);
-        model.forward_backward(&warm, &mut grads, 1.0)?;
+        engine.forward_backward(&model, &warm, 1.0)?;
         reset_peak_rss();
         let t = Instant::now();
         let mut tokens = 0;
         for _ in 0..micro_batches.max(1) {
             let b = loader.next(&mut pos, &ds.train);
-            tokens += model.forward_backward(&b, &mut grads, 1.0)?.n_tokens;
+            tokens += engine.forward_backward(&model, &b, 1.0)?.n_tokens;
         }
         let tok_s = tokens as f64 / t.elapsed().as_secs_f64().max(1e-9);
         out.push(Calibration {

@@ -14,8 +14,9 @@ use crate::train::checkpoint::{
     DataPosition, TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint,
 };
 use crate::train::config::{TrainConfig, parse_duration};
-use crate::train::model::{Batch, Params, StepStats, TrainModel, parameter_counts};
-use crate::train::optim::{AdamW, AdamWConfig, clip_grad_norm, lr_at};
+use crate::train::engine::StepEngine;
+use crate::train::model::{Batch, StepStats, TrainModel, parameter_counts};
+use crate::train::optim::{AdamW, AdamWConfig, lr_at};
 use crate::train::planner::DeadlineMonitor;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -160,19 +161,32 @@ pub fn evaluate(
     docs: &[Document],
     batches: usize,
 ) -> Result<(f64, Vec<f64>)> {
+    evaluate_with(model.moe.num_experts, loader, docs, batches, |b| {
+        model.forward(b)
+    })
+}
+
+/// [`evaluate`] with the forward pass of any engine.
+pub fn evaluate_with(
+    num_experts: usize,
+    loader: &Loader,
+    docs: &[Document],
+    batches: usize,
+    mut forward: impl FnMut(&Batch) -> Result<StepStats>,
+) -> Result<(f64, Vec<f64>)> {
     let n = if batches == 0 {
         loader.num_fixed()
     } else {
         batches.min(loader.num_fixed())
     };
     let (mut sum, mut count) = (0.0, 0usize);
-    let mut top1 = vec![(0usize, 0usize); model.moe.num_experts];
+    let mut top1 = vec![(0usize, 0usize); num_experts];
     for i in 0..n {
         let b = loader.fixed(i, docs);
         if b.is_empty() {
             continue;
         }
-        let s = model.forward(&b)?;
+        let s = forward(&b)?;
         sum += s.ce * s.n_targets as f64;
         count += s.n_targets;
         for (t, s) in top1.iter_mut().zip(&s.domain_top1) {
@@ -257,6 +271,10 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         .open(&metrics_path)
         .with_context(|| format!("cannot open {}", metrics_path.display()))?;
 
+    let mut engine = StepEngine::open(&cfg.device, &cfg.dtype, &model)?;
+    engine.load_optimizer(&model, &opt)?;
+    tracing::info!(device = %engine.describe(), "training steps run on");
+
     let total_params = model.params.count(|_| true);
     let trainable_params = model.params.count(|i| trainable[i]);
     let (_, adapter_params) = parameter_counts(&model.config, &model.moe);
@@ -291,7 +309,6 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     );
     progress.set_position(state.step as u64);
 
-    let mut grads: Params<f32> = model.params.zeros_like();
     let mut losses = Vec::new();
     let mut last_tok_s = 0.0;
     let mut eval_every = state.eval_every;
@@ -317,16 +334,15 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
             }
         }
         let t0 = Instant::now();
-        grads.fill_zero();
+        engine.zero_grads()?;
         let mut acc = StepStats::default();
         let mut tokens = 0usize;
         for _ in 0..cfg.accum {
             let batch = loader.next(&mut state.data, &ds.train);
-            let s = model.forward_backward(&batch, &mut grads, 1.0 / cfg.accum as f64)?;
+            let s = engine.forward_backward(&model, &batch, 1.0 / cfg.accum as f64)?;
             tokens += s.n_tokens;
             accumulate(&mut acc, &s, cfg.accum);
         }
-        let grad_norm = clip_grad_norm(&mut grads, &trainable, cfg.clip);
         let lr = lr_at(
             state.step,
             state.total_steps,
@@ -334,7 +350,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
             cfg.lr,
             cfg.min_lr_ratio,
         );
-        opt.step(&mut model.params, &grads, lr);
+        let grad_norm = engine.step(&mut model, &mut opt, cfg.clip, lr)?;
         state.step += 1;
         state.adam_t = opt.t;
         state.tokens_seen += tokens as u64;
@@ -382,7 +398,14 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         let last = state.step >= state.total_steps;
         if !last && eval_every > 0 && state.step.is_multiple_of(eval_every) {
             let t = Instant::now();
-            let (vl, top1) = evaluate(&model, &val_loader, &ds.validation, cfg.eval_batches)?;
+            let experts = model.moe.num_experts;
+            let (vl, top1) = evaluate_with(
+                experts,
+                &val_loader,
+                &ds.validation,
+                cfg.eval_batches,
+                |b| engine.forward(&model, b),
+            )?;
             if let Some(m) = monitor.as_mut() {
                 m.observe_eval(t.elapsed().as_secs_f64());
             }
@@ -395,6 +418,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         if !last && cfg.ckpt_every > 0 && state.step.is_multiple_of(cfg.ckpt_every) {
             let t = Instant::now();
             state.eval_every = eval_every;
+            engine.sync_to_host(&mut model, &mut opt)?;
             save_checkpoint(&cfg.out, &model, &opt, &state, cfg.keep_checkpoints)?;
             if let Some(m) = monitor.as_mut() {
                 m.observe_checkpoint(t.elapsed().as_secs_f64());
@@ -403,7 +427,14 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     }
     progress.finish_and_clear();
     if !ds.validation.is_empty() {
-        let (vl, top1) = evaluate(&model, &val_loader, &ds.validation, cfg.eval_batches)?;
+        let experts = model.moe.num_experts;
+        let (vl, top1) = evaluate_with(
+            experts,
+            &val_loader,
+            &ds.validation,
+            cfg.eval_batches,
+            |b| engine.forward(&model, b),
+        )?;
         writeln!(
             metrics,
             "{}",
@@ -412,6 +443,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         summary_val = (Some(vl), top1);
     }
     state.eval_every = eval_every;
+    engine.sync_to_host(&mut model, &mut opt)?;
     let dir = save_checkpoint(&cfg.out, &model, &opt, &state, cfg.keep_checkpoints)?;
     crate::adapter::write_adapter(&cfg.out.join("adapter"), &model)?;
     if cfg.full {
