@@ -55,11 +55,12 @@ step() {
     fi
 }
 
-step ptxas "$(bin cuda_ptxas)" --nocapture --test-threads=1
+# SKIP_PTXAS, SKIP_KERNEL_BENCH, SKIP_1B, SKIP_SERVE, SKIP_SANITIZERS: leave a part out.
+[ -z "${SKIP_PTXAS:-}" ] && step ptxas "$(bin cuda_ptxas)" --nocapture --test-threads=1
 step kernels "$(bin cuda_kernels)" --nocapture --test-threads=1
 step model "$(bin cuda_model)" --nocapture --test-threads=1
 step train "$(bin cuda_train)" --nocapture --test-threads=1
-step bench "$WORK/gpu-host" bench kernels
+[ -z "${SKIP_KERNEL_BENCH:-}" ] && step bench "$WORK/gpu-host" bench kernels
 # Serving on the GPU: the small preset through `serve --device cuda`,
 # loaded by `bench serve` at concurrency 1, 4 and 16.
 step init-small "$WORK/gpu-host" init-model --preset small --out "$WORK/small"
@@ -69,8 +70,10 @@ step train-small "$WORK/gpu-host" bench train --model "$WORK/small" --device cud
     --json "$LOG_DIR/train-small.json"
 if [ -z "${SKIP_1B:-}" ]; then
     step init-1b "$WORK/gpu-host" init-model --preset 1b --dtype bf16 --out "$WORK/1b"
-    step train-1b "$WORK/gpu-host" bench train --model "$WORK/1b" --device cuda --seq-len 2048 --steps 3 \
-        --json "$LOG_DIR/train-1b.json"
+    for seq in 512 2048; do
+        step train-1b-$seq "$WORK/gpu-host" bench train --model "$WORK/1b" --device cuda --seq-len $seq --steps 3 \
+            --profile --json "$LOG_DIR/train-1b-$seq.json"
+    done
 fi
 serve_bench() {
     "$WORK/gpu-host" serve --model "$WORK/small" --device cuda --listen 127.0.0.1:8091 >"$WORK/serve.out" 2>"$LOG_DIR/serve-server.log" &

@@ -45,6 +45,10 @@ pub struct TrainBenchArgs {
     /// Recompute activations in the backward pass.
     #[arg(long)]
     checkpointing: bool,
+    /// Also print where a step's time goes, phase by phase (GPU:
+    /// synchronising after each phase, in extra steps).
+    #[arg(long)]
+    profile: bool,
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -122,6 +126,7 @@ fn train(args: TrainBenchArgs) -> Result<()> {
         micro_batch: args.micro_batch,
         steps: args.steps,
         checkpointing: args.checkpointing,
+        profile: args.profile,
         moe: Default::default(),
     };
     let pool = rayon::ThreadPoolBuilder::new()

@@ -28,6 +28,9 @@ pub struct TrainBenchParams {
     pub micro_batch: usize,
     pub steps: usize,
     pub checkpointing: bool,
+    /// Also time each phase of the step (on the GPU, synchronising after
+    /// each), in extra steps after the timed ones.
+    pub profile: bool,
     pub moe: MoeConfig,
 }
 
@@ -45,6 +48,8 @@ pub struct TrainBenchReport {
     pub mfu: Option<f64>,
     pub base_parameters: usize,
     pub trainable_parameters: usize,
+    /// With `profile`: milliseconds per step in each phase.
+    pub phases_ms: Vec<(String, f64)>,
 }
 
 /// Dense bf16 tensor-core peak by device name (SXM parts), TFLOP/s.
@@ -127,21 +132,35 @@ pub fn bench_train(p: &TrainBenchParams) -> Result<TrainBenchReport> {
     let device = engine.describe();
     let mut rng = Rng::new(1);
     let vocab = model.config.vocab_size;
-    let mut step = |model: &mut TrainModel<f32>, opt: &mut AdamW, rng: &mut Rng| -> Result<usize> {
-        let batch = random_batch(rng, vocab, p.seq_len, p.micro_batch);
-        engine.zero_grads()?;
-        let stats = engine.forward_backward(model, &batch, 1.0)?;
-        engine.step(model, opt, 1.0, 1e-4)?;
-        Ok(stats.n_tokens)
-    };
+    let mut step =
+        |engine: &mut StepEngine, model: &mut TrainModel<f32>, opt: &mut AdamW| -> Result<usize> {
+            let batch = random_batch(&mut rng, vocab, p.seq_len, p.micro_batch);
+            engine.zero_grads()?;
+            let stats = engine.forward_backward(model, &batch, 1.0)?;
+            engine.step(model, opt, 1.0, 1e-4)?;
+            Ok(stats.n_tokens)
+        };
     // One warm-up step: kernel loading, cuBLASLt plans, allocator pools.
-    step(&mut model, &mut opt, &mut rng)?;
+    step(&mut engine, &mut model, &mut opt)?;
     let started = Instant::now();
     let mut tokens = 0;
     for _ in 0..p.steps {
-        tokens += step(&mut model, &mut opt, &mut rng)?;
+        tokens += step(&mut engine, &mut model, &mut opt)?;
     }
     let secs = started.elapsed().as_secs_f64();
+    let mut phases_ms = Vec::new();
+    if p.profile {
+        engine.set_profiling(true);
+        for _ in 0..p.steps {
+            step(&mut engine, &mut model, &mut opt)?;
+        }
+        phases_ms = engine
+            .phase_times()
+            .into_iter()
+            .map(|(name, s)| (name.to_string(), 1e3 * s / p.steps as f64))
+            .collect();
+        engine.set_profiling(false);
+    }
     let tokens_per_s = tokens as f64 / secs;
     let fpt = flops_per_token(&model, p.seq_len);
     let achieved = fpt * tokens_per_s / 1e12;
@@ -161,12 +180,27 @@ pub fn bench_train(p: &TrainBenchParams) -> Result<TrainBenchReport> {
         mfu: peak.map(|pk| achieved / pk),
         base_parameters: model.params.count(|i| !trainable[i]),
         trainable_parameters: model.params.count(|i| trainable[i]),
+        phases_ms,
         device,
     })
 }
 
 impl TrainBenchReport {
+    /// The summary row, then (with `profile`) the phases, slowest first.
     pub fn table(&self) -> String {
+        let mut out = self.summary_row();
+        if !self.phases_ms.is_empty() {
+            out.push_str("\n\n| phase (per step, synchronised) | ms |\n| --- | --- |");
+            let mut phases = self.phases_ms.clone();
+            phases.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (name, ms) in phases {
+                out.push_str(&format!("\n| {name} | {ms:.2} |"));
+            }
+        }
+        out
+    }
+
+    fn summary_row(&self) -> String {
         let mfu = self
             .mfu
             .map_or("-".to_string(), |m| format!("{:.1}%", 100.0 * m));

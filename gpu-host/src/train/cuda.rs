@@ -83,8 +83,15 @@ struct Layer {
 }
 
 /// One expert's rows of a layer (the device twin of `ExpertCache`).
+///
+/// Its dense blocks have `mp` rows, `m` rounded up to [`EXPERT_ROWS`]: the
+/// rows past `m` are zero (and their gate weight is zero), so they add
+/// nothing, and the GEMM shapes repeat from layer to layer and step to
+/// step, letting cuBLASLt's plans be reused instead of re-planned for every
+/// routing outcome.
 struct Expert {
     m: usize,
+    mp: usize,
     rows: CudaSlice<u32>,
     slots: CudaSlice<u32>,
     w: Buf,
@@ -97,14 +104,27 @@ struct Expert {
     down_xa: Buf,
 }
 
+/// Expert blocks are padded to a multiple of this many rows.
+const EXPERT_ROWS: usize = 64;
+
 enum Saved {
     Full(Box<Layer>),
     /// Activation checkpointing: the input only; the rest is recomputed.
     Input(Buf),
 }
 
+/// Per-phase wall time for `bench train --profile`: each lap waits for
+/// the GPU, so the phases add up to the step (and the step is slower).
+#[derive(Default)]
+struct Phases {
+    on: bool,
+    last: Option<std::time::Instant>,
+    totals: std::collections::BTreeMap<&'static str, f64>,
+}
+
 pub struct CudaTrainer {
     gpu: Gpu,
+    phases: std::sync::Mutex<Phases>,
     gemm: Gemm,
     pub config: ModelConfig,
     pub moe: MoeConfig,
@@ -188,6 +208,7 @@ impl CudaTrainer {
             rope_cos,
             rope_sin,
             checkpointing: model.checkpointing,
+            phases: Default::default(),
             gpu,
         })
     }
@@ -199,6 +220,37 @@ impl CudaTrainer {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// Turns per-phase timing on (it synchronises after every phase).
+    pub fn set_profiling(&mut self, on: bool) {
+        let mut p = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        *p = Phases {
+            on,
+            ..Default::default()
+        };
+    }
+
+    /// Seconds spent per phase since profiling was turned on.
+    pub fn phase_times(&self) -> Vec<(&'static str, f64)> {
+        let p = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        p.totals.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Ends phase `name` (when profiling): waits for the GPU and adds the
+    /// time since the previous lap.
+    fn lap(&self, name: &'static str) -> Result<()> {
+        let mut p = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.on {
+            return Ok(());
+        }
+        self.gpu.synchronize()?;
+        let now = std::time::Instant::now();
+        if let Some(last) = p.last {
+            *p.totals.entry(name).or_default() += (now - last).as_secs_f64();
+        }
+        p.last = Some(now);
+        Ok(())
     }
 
     /// The objective and statistics without gradients (evaluation).
@@ -213,16 +265,18 @@ impl CudaTrainer {
     }
 
     pub fn zero_grads(&mut self) -> Result<()> {
+        self.lap("(host)")?;
         for g in self.grads.iter_mut().flatten() {
             self.gpu.stream.memset_zeros(g)?;
         }
-        Ok(())
+        self.lap("zero grads")
     }
 
     /// Global-norm clipping (`max_norm ≤ 0`: none) and one AdamW update at
     /// `lr`, as `clip_grad_norm` then `AdamW::step`. Returns the norm
     /// before clipping.
     pub fn clip_and_step(&mut self, max_norm: f64, lr: f64, cfg: &AdamWConfig) -> Result<f64> {
+        self.lap("(host)")?;
         let gpu = &self.gpu;
         let mut sum = gpu.stream.alloc_zeros::<f64>(1)?;
         for g in self.grads.iter().flatten() {
@@ -266,6 +320,7 @@ impl CudaTrainer {
             };
             adamw_step(gpu, p, g, m, v, step)?;
         }
+        self.lap("optimizer")?;
         Ok(norm)
     }
 
@@ -340,11 +395,13 @@ impl CudaTrainer {
             docs: DocRows::new(&self.gpu, &batch.docs)?,
         };
 
+        self.lap("(host)")?;
         let mut x = self.zeros(n * c)?;
         match &self.params[self.idx.embed] {
             Dense::F32(w) => embedding_forward(&self.gpu, &mut x, &dev.tokens, n, w, c)?,
             Dense::Bf16(w) => embedding_forward(&self.gpu, &mut x, &dev.tokens, n, w, c)?,
         }
+        self.lap("embedding")?;
         let mut saved = Vec::with_capacity(nl);
         let mut stats = StepStats {
             n_tokens: n,
@@ -384,6 +441,7 @@ impl CudaTrainer {
         let head = self.idx.lm_head.unwrap_or(self.idx.embed);
         let mut logits = self.zeros(n * v)?;
         self.linear(&mut logits, &xnf, head, n, c, v)?;
+        self.lap("fwd final norm, lm head")?;
         let n_targets = batch.num_targets();
         let mut losses = self.zeros(n)?;
         let dloss = grad_scale.unwrap_or(1.0) as f32 / n_targets.max(1) as f32;
@@ -398,6 +456,7 @@ impl CudaTrainer {
             grad_scale.is_some(),
         )?;
         let losses = self.fetch(&losses)?;
+        self.lap("cross-entropy")?;
         stats.n_targets = n_targets;
         stats.ce = losses.iter().map(|l| f64::from(*l)).sum::<f64>() / n_targets.max(1) as f64;
         stats.aux /= nl as f64;
@@ -430,6 +489,7 @@ impl CudaTrainer {
                 n,
                 c,
             )?;
+            self.lap("bwd lm head, final norm")?;
             for l in (0..nl).rev() {
                 let layer = match saved.pop().expect("one saved entry per layer") {
                     Saved::Full(layer) => *layer,
@@ -512,6 +572,7 @@ impl CudaTrainer {
             cfg.num_kv_heads,
             cfg.head_dim,
         )?;
+        self.lap("fwd norm, q/k/v + LoRA, rope")?;
         let (mut att, mut lse) = (self.zeros(n * qd)?, self.zeros(n * cfg.num_heads)?);
         attention_train_forward(
             gpu,
@@ -523,6 +584,7 @@ impl CudaTrainer {
             &dev.docs,
             self.attn_shape(),
         )?;
+        self.lap("fwd attention")?;
         let mut o = self.zeros(n * c)?;
         self.linear(&mut o, &att, li.wo, n, qd, c)?;
         if let Some(lo) = li.attn_lora[3] {
@@ -534,6 +596,7 @@ impl CudaTrainer {
         residual_forward(gpu, &mut x_mid, &o, n * c)?;
         drop(o);
 
+        self.lap("fwd o + LoRA, residual")?;
         // MLP block: router, shared frozen gate/up, routed experts.
         let (mut xn2, mut rstd2) = (self.zeros(n * c)?, self.zeros(n)?);
         rmsnorm_forward_rstd(
@@ -575,9 +638,11 @@ impl CudaTrainer {
         let logits_host = self.fetch(&logits)?;
         let idx_host = self.fetch(&topk_idx)?;
         let w_host = self.fetch(&topk_w)?;
+        self.lap("fwd norm, router, routing to host")?;
         let (mut g0, mut u0) = (self.zeros(n * f)?, self.zeros(n * f)?);
         self.linear(&mut g0, &xn2, li.wg, n, c, f)?;
         self.linear(&mut u0, &xn2, li.wu, n, c, f)?;
+        self.lap("fwd gate/up (frozen)")?;
         let mut out = self.zeros(n * c)?;
         let mut hbar = self.zeros(n * f)?;
         let mut experts = Vec::with_capacity(e);
@@ -597,26 +662,29 @@ impl CudaTrainer {
                 experts.push(None);
                 continue;
             }
+            let mp = m.div_ceil(EXPERT_ROWS) * EXPERT_ROWS;
+            w.resize(mp, 0.0);
             let rows = gpu.stream.clone_htod(&rows)?;
             let slots = gpu.stream.clone_htod(&slots)?;
             let w = gpu.stream.clone_htod(&w)?;
-            let mut x = self.zeros(m * c)?;
+            let mut x = self.zeros(mp * c)?;
             gather_rows(gpu, &mut x, &xn2, &rows, m, c)?;
-            let (mut g, mut u) = (self.zeros(m * f)?, self.zeros(m * f)?);
+            let (mut g, mut u) = (self.zeros(mp * f)?, self.zeros(mp * f)?);
             gather_rows(gpu, &mut g, &g0, &rows, m, f)?;
             gather_rows(gpu, &mut u, &u0, &rows, m, f)?;
-            let (mut gate_xa, mut up_xa) = (self.zeros(m * r)?, self.zeros(m * r)?);
-            self.lora_forward(&mut g, &mut gate_xa, &x, ex.gate, None, m, c, f)?;
-            self.lora_forward(&mut u, &mut up_xa, &x, ex.up, None, m, c, f)?;
-            let mut h = self.zeros(m * f)?;
-            swiglu_forward(gpu, &mut h, &g, &u, m * f)?;
+            let (mut gate_xa, mut up_xa) = (self.zeros(mp * r)?, self.zeros(mp * r)?);
+            self.lora_forward(&mut g, &mut gate_xa, &x, ex.gate, None, mp, c, f)?;
+            self.lora_forward(&mut u, &mut up_xa, &x, ex.up, None, mp, c, f)?;
+            let mut h = self.zeros(mp * f)?;
+            swiglu_forward(gpu, &mut h, &g, &u, mp * f)?;
             scatter_add_rows(gpu, &mut hbar, &h, &rows, Some(&w), 1.0, m, f)?;
-            let mut down = self.zeros(m * c)?;
-            let mut down_xa = self.zeros(m * r)?;
-            self.lora_forward(&mut down, &mut down_xa, &h, ex.down, Some(&w), m, f, c)?;
+            let mut down = self.zeros(mp * c)?;
+            let mut down_xa = self.zeros(mp * r)?;
+            self.lora_forward(&mut down, &mut down_xa, &h, ex.down, Some(&w), mp, f, c)?;
             scatter_add_rows(gpu, &mut out, &down, &rows, None, 1.0, m, c)?;
             experts.push(Some(Expert {
                 m,
+                mp,
                 rows,
                 slots,
                 w,
@@ -629,10 +697,12 @@ impl CudaTrainer {
                 down_xa,
             }));
         }
+        self.lap("fwd experts")?;
         let mut base_down = self.zeros(n * c)?;
         self.linear(&mut base_down, &hbar, li.wd, n, f, c)?;
         residual_forward(gpu, &mut out, &base_down, n * c)?;
         residual_forward(gpu, &mut out, &x_mid, n * c)?;
+        self.lap("fwd down (frozen), residual")?;
         let layer = Layer {
             x_in,
             rstd1,
@@ -686,21 +756,22 @@ impl CudaTrainer {
         let mut dx_mid = gpu.stream.clone_dtod(dx_out)?;
         let mut dhbar = self.zeros(n * f)?;
         self.linear_backward_input(&mut dhbar, dmlp, li.wd, n, f, c)?;
+        self.lap("bwd down (frozen)")?;
         let mut dxn2 = self.zeros(n * c)?;
         let (mut dg0, mut du0) = (self.zeros(n * f)?, self.zeros(n * f)?);
         let mut dtopk_w = self.zeros(n * k)?;
         for (ex, ec) in li.experts.iter().zip(&cc.experts) {
             let Some(ec) = ec else { continue };
-            let m = ec.m;
-            let mut dout_e = self.zeros(m * c)?;
+            let (m, mp) = (ec.m, ec.mp);
+            let mut dout_e = self.zeros(mp * c)?;
             gather_rows(gpu, &mut dout_e, dmlp, &ec.rows, m, c)?;
-            let mut dhbar_e = self.zeros(m * f)?;
+            let mut dhbar_e = self.zeros(mp * f)?;
             gather_rows(gpu, &mut dhbar_e, &dhbar, &ec.rows, m, f)?;
             // h_e enters through w·h_e (into the frozen down) and LoRA_down.
-            let mut dw = self.zeros(m)?;
-            row_dot(gpu, &mut dw, &dhbar_e, &ec.h, 1.0, false, m, f)?;
-            let mut dh = self.zeros(m * f)?;
-            scale_rows(gpu, &mut dh, &dhbar_e, Some(&ec.w), 1.0, m, f)?;
+            let mut dw = self.zeros(mp)?;
+            row_dot(gpu, &mut dw, &dhbar_e, &ec.h, 1.0, false, mp, f)?;
+            let mut dh = self.zeros(mp * f)?;
+            scale_rows(gpu, &mut dh, &dhbar_e, Some(&ec.w), 1.0, mp, f)?;
             drop(dhbar_e);
             self.lora_backward(
                 &mut dh,
@@ -711,16 +782,16 @@ impl CudaTrainer {
                 &ec.h,
                 &ec.down_xa,
                 Some(&ec.w),
-                m,
+                mp,
                 f,
                 c,
             )?;
             scatter_slots(gpu, &mut dtopk_w, &dw, &ec.rows, &ec.slots, k, m)?;
-            let (mut dg, mut du) = (self.zeros(m * f)?, self.zeros(m * f)?);
-            swiglu_backward(gpu, &mut dg, &mut du, &dh, &ec.g, &ec.u, m * f)?;
+            let (mut dg, mut du) = (self.zeros(mp * f)?, self.zeros(mp * f)?);
+            swiglu_backward(gpu, &mut dg, &mut du, &dh, &ec.g, &ec.u, mp * f)?;
             scatter_add_rows(gpu, &mut dg0, &dg, &ec.rows, None, 1.0, m, f)?;
             scatter_add_rows(gpu, &mut du0, &du, &ec.rows, None, 1.0, m, f)?;
-            let mut dx_e = self.zeros(m * c)?;
+            let mut dx_e = self.zeros(mp * c)?;
             self.lora_backward(
                 &mut dx_e,
                 grads,
@@ -730,18 +801,20 @@ impl CudaTrainer {
                 &ec.x,
                 &ec.gate_xa,
                 None,
-                m,
+                mp,
                 c,
                 f,
             )?;
             self.lora_backward(
-                &mut dx_e, grads, ex.up, None, &du, &ec.x, &ec.up_xa, None, m, c, f,
+                &mut dx_e, grads, ex.up, None, &du, &ec.x, &ec.up_xa, None, mp, c, f,
             )?;
             scatter_add_rows(gpu, &mut dxn2, &dx_e, &ec.rows, None, 1.0, m, c)?;
         }
+        self.lap("bwd experts")?;
         self.linear_backward_input(&mut dxn2, &dg0, li.wg, n, c, f)?;
         self.linear_backward_input(&mut dxn2, &du0, li.wu, n, c, f)?;
         drop((dg0, du0, dhbar));
+        self.lap("bwd gate/up (frozen)")?;
         // Router: through the top-k weights and the auxiliary losses, whose
         // gradients the host computes from the (small) routing arrays.
         let mut dprobs = vec![0f32; n * e];
@@ -831,6 +904,7 @@ impl CudaTrainer {
         )?;
         drop(dxn2);
 
+        self.lap("bwd router, norm")?;
         // Attention block.
         let mut dx_in = gpu.stream.clone_dtod(&dx_mid)?;
         let mut datt = self.zeros(n * qd)?;
@@ -840,6 +914,7 @@ impl CudaTrainer {
                 &mut datt, grads, lo, None, &dx_mid, &cc.att, xa, None, n, qd, c,
             )?;
         }
+        self.lap("bwd o + LoRA")?;
         let (mut dq, mut dk, mut dv) = (
             self.zeros(n * qd)?,
             self.zeros(n * kvd)?,
@@ -879,6 +954,7 @@ impl CudaTrainer {
             cfg.num_kv_heads,
             cfg.head_dim,
         )?;
+        self.lap("bwd attention, rope")?;
         let mut dxn1 = self.zeros(n * c)?;
         let weights = [li.wq, li.wk, li.wv];
         let douts = [&dq, &dk, &dv];
@@ -902,6 +978,7 @@ impl CudaTrainer {
             n,
             c,
         )?;
+        self.lap("bwd q/k/v + LoRA, norm")?;
         Ok(dx_in)
     }
 

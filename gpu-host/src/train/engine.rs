@@ -106,6 +106,26 @@ impl StepEngine {
         }
     }
 
+    /// Per-phase timing on the GPU engine (`bench train --profile`).
+    pub fn set_profiling(&mut self, on: bool) {
+        match self {
+            StepEngine::Cpu { .. } => {
+                let _ = on;
+            }
+            #[cfg(feature = "cuda")]
+            StepEngine::Cuda(t) => t.set_profiling(on),
+        }
+    }
+
+    /// Seconds per phase since profiling was turned on (empty on the CPU).
+    pub fn phase_times(&self) -> Vec<(&'static str, f64)> {
+        match self {
+            StepEngine::Cpu { .. } => Vec::new(),
+            #[cfg(feature = "cuda")]
+            StepEngine::Cuda(t) => t.phase_times(),
+        }
+    }
+
     pub fn zero_grads(&mut self) -> Result<()> {
         match self {
             StepEngine::Cpu { grads } => {

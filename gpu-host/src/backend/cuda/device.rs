@@ -180,7 +180,35 @@ pub fn open(ordinal: usize) -> Result<(Arc<CudaContext>, Arc<CudaStream>, Device
             info.compute_capability.1
         );
     }
-    // One stream per backend: nothing for cudarc to synchronise between.
+    // One stream per backend: nothing for cudarc to synchronise between,
+    // so no events per allocation either (training allocates thousands of
+    // activation buffers a step).
+    // SAFETY: every buffer of this context is used on this one stream.
+    unsafe { ctx.disable_event_tracking() };
+    if ctx.has_async_alloc() {
+        keep_freed_memory(ordinal)?;
+    }
     let stream = ctx.default_stream();
     Ok((ctx, stream, info))
+}
+
+/// Lets the device's stream-ordered allocator keep freed memory for reuse.
+/// By default its pool returns everything to the driver at each
+/// synchronisation, so a step that allocates its activations and
+/// synchronises per layer would map and unmap memory over and over.
+fn keep_freed_memory(ordinal: usize) -> Result<()> {
+    use cudarc::driver::{result, sys};
+    let mut threshold = u64::MAX;
+    // SAFETY: `ordinal` is a device that was just opened; the release
+    // threshold attribute is a u64.
+    unsafe {
+        let dev = result::device::get(ordinal as i32)?;
+        let pool = result::device::get_default_mem_pool(dev)?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut threshold as *mut u64 as *mut std::ffi::c_void,
+        )
+    }
+    .context("cannot set the memory pool's release threshold")
 }
