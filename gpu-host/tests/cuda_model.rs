@@ -16,19 +16,8 @@ use gpu_host::rng::Rng;
 
 const TOL: f64 = 1e-2;
 
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    if got.iter().any(|x| !x.is_finite()) {
-        return f64::INFINITY;
-    }
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
-}
+mod cuda_support;
+use cuda_support::rel_err;
 
 /// Logits of a chunked prefill (`Logits::All`) followed by greedy decode
 /// steps (`Logits::Last`), all concatenated, plus the tokens decoded.

@@ -60,6 +60,8 @@ impl FromStr for Device {
 }
 
 /// A model on whichever backend was chosen.
+// One per process: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyModel {
     Cpu(Llama<CpuBackend>),
     #[cfg(feature = "cuda")]

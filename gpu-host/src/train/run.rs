@@ -201,6 +201,19 @@ pub fn evaluate_with(
     Ok((sum / count.max(1) as f64, frac))
 }
 
+/// The validation loss and routing of the run's engine.
+fn validate(
+    engine: &mut StepEngine,
+    model: &TrainModel<f32>,
+    loader: &Loader,
+    docs: &[Document],
+    cfg: &TrainConfig,
+) -> Result<(f64, Vec<f64>)> {
+    evaluate_with(model.moe.num_experts, loader, docs, cfg.eval_batches, |b| {
+        engine.forward(model, b)
+    })
+}
+
 fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     let started = Instant::now();
     let ds = Dataset::open(&cfg.data)?;
@@ -398,14 +411,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         let last = state.step >= state.total_steps;
         if !last && eval_every > 0 && state.step.is_multiple_of(eval_every) {
             let t = Instant::now();
-            let experts = model.moe.num_experts;
-            let (vl, top1) = evaluate_with(
-                experts,
-                &val_loader,
-                &ds.validation,
-                cfg.eval_batches,
-                |b| engine.forward(&model, b),
-            )?;
+            let (vl, top1) = validate(&mut engine, &model, &val_loader, &ds.validation, cfg)?;
             if let Some(m) = monitor.as_mut() {
                 m.observe_eval(t.elapsed().as_secs_f64());
             }
@@ -427,14 +433,7 @@ fn train_in_pool(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     }
     progress.finish_and_clear();
     if !ds.validation.is_empty() {
-        let experts = model.moe.num_experts;
-        let (vl, top1) = evaluate_with(
-            experts,
-            &val_loader,
-            &ds.validation,
-            cfg.eval_batches,
-            |b| engine.forward(&model, b),
-        )?;
+        let (vl, top1) = validate(&mut engine, &model, &val_loader, &ds.validation, cfg)?;
         writeln!(
             metrics,
             "{}",

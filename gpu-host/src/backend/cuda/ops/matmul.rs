@@ -371,17 +371,7 @@ impl Plan {
                 &epilogue as *const sys::cublasLtEpilogue_t as *const c_void,
                 std::mem::size_of::<sys::cublasLtEpilogue_t>(),
             )?;
-            let pref = lt::create_matmul_pref()?;
-            let ws = WORKSPACE_BYTES;
-            let heuristic = lt::set_matmul_pref_attribute(
-                pref,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                &ws as *const usize as *const c_void,
-                std::mem::size_of::<usize>(),
-            )
-            .and_then(|_| lt::get_matmul_algo_heuristic(handle, desc, a, b, d, d, pref));
-            let _ = lt::destroy_matmul_pref(pref);
-            plan.algo = heuristic?.algo;
+            plan.algo = best_algo(handle, desc, a, b, d)?;
         }
         Ok(plan)
     }
@@ -555,18 +545,37 @@ impl Plan {
                 &tb as *const i32 as *const c_void,
                 std::mem::size_of::<i32>(),
             )?;
-            let pref = lt::create_matmul_pref()?;
-            let ws = WORKSPACE_BYTES;
-            let heuristic = lt::set_matmul_pref_attribute(
-                pref,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                &ws as *const usize as *const c_void,
-                std::mem::size_of::<usize>(),
-            )
-            .and_then(|_| lt::get_matmul_algo_heuristic(handle, desc, first, second, d, d, pref));
-            let _ = lt::destroy_matmul_pref(pref);
-            plan.algo = heuristic?.algo;
+            plan.algo = best_algo(handle, desc, first, second, d)?;
         }
         Ok(plan)
+    }
+}
+
+/// cuBLASLt's first choice of algorithm for a matmul of these layouts
+/// within our workspace.
+///
+/// # Safety
+/// The handle and descriptors must be valid.
+unsafe fn best_algo(
+    handle: sys::cublasLtHandle_t,
+    desc: sys::cublasLtMatmulDesc_t,
+    a: sys::cublasLtMatrixLayout_t,
+    b: sys::cublasLtMatrixLayout_t,
+    d: sys::cublasLtMatrixLayout_t,
+) -> Result<sys::cublasLtMatmulAlgo_t> {
+    // SAFETY: the caller's handle and descriptors; the preference is made
+    // and destroyed here, its attribute a usize.
+    unsafe {
+        let pref = lt::create_matmul_pref()?;
+        let ws = WORKSPACE_BYTES;
+        let heuristic = lt::set_matmul_pref_attribute(
+            pref,
+            sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+            &ws as *const usize as *const c_void,
+            std::mem::size_of::<usize>(),
+        )
+        .and_then(|_| lt::get_matmul_algo_heuristic(handle, desc, a, b, d, d, pref));
+        let _ = lt::destroy_matmul_pref(pref);
+        Ok(heuristic?.algo)
     }
 }
