@@ -19,9 +19,10 @@ use std::process::ExitCode;
 #[command(
     name = "gpu-host",
     version,
-    about = "Llama-family inference with a CPU reference backend",
-    long_about = "Llama-family inference (llama, mistral, qwen2 checkpoints in Hugging Face layout) \
-                  with a CPU reference backend.\n\nLogs go to stderr; set RUST_LOG=debug for more."
+    about = "Llama-family inference, MoE-LoRA training and serving, on CUDA or the CPU reference",
+    long_about = "Llama-family inference, mixture-of-LoRA-experts training and serving (llama, mistral, \
+                  qwen2 checkpoints in Hugging Face layout), on a CUDA GPU or the CPU reference \
+                  backend (--device auto|cpu|cuda[:N]).\n\nLogs go to stderr; set RUST_LOG=debug for more."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -1,5 +1,6 @@
-//! `gpu-host train`: MoE-LoRA (or, with `--full`, full) training on the CPU
-//! reference, from a TOML config whose every field is also a flag.
+//! `gpu-host train`: MoE-LoRA (or, with `--full`, full) training on the GPU
+//! or the CPU reference (`--device`), from a TOML config whose every field
+//! is also a flag.
 
 use anyhow::Result;
 use clap::Args;
