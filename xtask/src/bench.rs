@@ -185,6 +185,15 @@ fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
         stats.errors,
         if rps >= 5000.0 && p99 < 5.0 { "met" } else { "MISSED" }
     );
+    if !stats.screen_us.is_empty() {
+        let p = |q: f64| stats.screen_us[((q / 100.0 * stats.screen_us.len() as f64).ceil() as usize).clamp(1, stats.screen_us.len()) - 1];
+        println!(
+            "\nsafety screen inside the api (Server-Timing `screen`, the call into the screen component included), µs per message: p50 {} p99 {} max {}",
+            p(50.0),
+            p(99.0),
+            p(100.0)
+        );
+    }
     drop(gpu);
     Ok(())
 }
@@ -527,6 +536,8 @@ struct Stats {
     errors: u64,
     /// Latencies of successful requests, microseconds, sorted.
     latencies_us: Vec<u32>,
+    /// The api's own `Server-Timing: screen` durations, microseconds.
+    screen_us: Vec<u32>,
     elapsed: Duration,
 }
 
@@ -560,13 +571,24 @@ async fn load_probe(addr: SocketAddr, probe: Probe, connections: usize, duration
             total.ok += s.ok;
             total.errors += s.errors;
             total.latencies_us.extend(s.latencies_us);
+            total.screen_us.extend(s.screen_us);
         } else {
             total.errors += 1;
         }
     }
     total.elapsed = start.elapsed();
     total.latencies_us.sort_unstable();
+    total.screen_us.sort_unstable();
     total
+}
+
+/// A `Server-Timing` metric's duration in microseconds.
+fn server_timing_us(headers: &hyper::HeaderMap, name: &str) -> Option<u32> {
+    let v = headers.get("server-timing")?.to_str().ok()?;
+    v.split(',').find_map(|m| {
+        let ms: f64 = m.trim().strip_prefix(name)?.strip_prefix(";dur=")?.parse().ok()?;
+        Some((ms * 1000.0).round() as u32)
+    })
 }
 
 async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats {
@@ -596,11 +618,13 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
                 }
             };
             let ok = resp.status() == hyper::StatusCode::OK;
+            let screen_us = server_timing_us(resp.headers(), "screen");
             match resp.into_body().collect().await {
                 Ok(_) if ok => {
                     s.ok += 1;
                     s.latencies_us
                         .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    s.screen_us.extend(screen_us);
                 }
                 Ok(_) => s.errors += 1,
                 Err(_) => {

@@ -329,7 +329,12 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     }
     let truncated = truncated.to_string();
     // Safety screen first: on risk the model is not the only answer.
+    // `screen;dur=<ms>` in Server-Timing (the call into the screen
+    // component included): what `cargo xtask bench chat` reports.
+    let screening = std::time::Instant::now();
     let assessment = screen::classify(&call.last_user_text);
+    let screened = format!("screen;dur={:.3}", screening.elapsed().as_secs_f64() * 1000.0);
+    timing = if timing.is_empty() { screened } else { format!("{timing}, {screened}") };
     if assessment.risk || assessment.escalate {
         return crisis_reply(&call, cfg, db, caller, client_id.as_deref(), &assessment).await;
     }

@@ -20,7 +20,8 @@ pub const KEEP_SECONDS: i64 = 30;
 const MAX_ENTRIES: usize = 256;
 
 /// key → (sealed entry, when it was read or stored).
-static RECENT: Mutex<Option<HashMap<String, (Vec<u8>, i64)>>> = Mutex::new(None);
+type Entries = HashMap<String, (Vec<u8>, i64)>;
+static RECENT: Mutex<Option<Entries>> = Mutex::new(None);
 
 /// The sealed entry under `key`, if this instance read or stored it in the
 /// last [`KEEP_SECONDS`].
