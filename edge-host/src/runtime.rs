@@ -58,6 +58,11 @@ pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
+    // `EDGE_HOST_PROFILE=perfmap`: write /tmp/perf-<pid>.map so that `perf`
+    // names the guests' compiled functions.
+    if std::env::var("EDGE_HOST_PROFILE").is_ok_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     // Epoch ticker: lets long-running guests yield and be timed out.
     let weak = engine.weak();

@@ -15,6 +15,18 @@
 //! model and edge-host with the root `spin.toml`, sends one deterministic
 //! chat (a miss, answered by the gpu-host), then drives the same request,
 //! authenticated, screened and answered from the cache.
+//!
+//! `cargo xtask bench truncate`: context truncation through the real
+//! component (issue #7: < 5 ms p99 for a 4,000-token conversation with a
+//! real-size tokenizer). Trains a 32k-vocabulary byte-level BPE tokenizer,
+//! uploads it as a model's profile, and sends 4,000-token conversations one
+//! at a time; the api reports each truncation's cost in `Server-Timing`.
+//! See [`crate::truncate_bench`].
+//!
+//! Both take the components from `--wasm-dir` (default: the target dir's
+//! `wasm32-wasip2/release`, `CARGO_TARGET_DIR` honoured) and copy them
+//! first, so a build in another checkout sharing the target dir cannot
+//! swap them mid-run.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -34,6 +46,9 @@ pub enum BenchTarget {
     /// Benchmark a cached chat completion through the edge chat API
     /// (auth, safety screen, cache) on 127.0.0.1.
     Chat(EdgeArgs),
+    /// Measure context truncation (4,000-token conversations, a 32k-vocabulary
+    /// tokenizer) through the chat API component.
+    Truncate(crate::truncate_bench::TruncateArgs),
 }
 
 #[derive(Args)]
@@ -56,12 +71,47 @@ pub struct EdgeArgs {
     /// Skip the cargo builds (use what is already built).
     #[arg(long)]
     no_build: bool,
+    /// Where the built components are (`chat bench`, `truncate`).
+    #[arg(long)]
+    wasm_dir: Option<PathBuf>,
+}
+
+/// Cargo's target dir: `CARGO_TARGET_DIR` (relative to the root) or `<root>/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
+}
+
+/// The root `spin.toml` with every component's source replaced by a copy
+/// (in `dir`) of the one in `wasm_dir`; returns the manifest's path.
+pub fn private_manifest(root: &Path, wasm_dir: &Path, dir: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(root.join("spin.toml"))?;
+    let mut manifest: toml::Table = toml::from_str(&text)?;
+    let comps = manifest
+        .get_mut("component")
+        .and_then(|c| c.as_table_mut())
+        .context("spin.toml has no [component] table")?;
+    for (id, c) in comps.iter_mut() {
+        let c = c.as_table_mut().context("a component is not a table")?;
+        let src = c.get("source").and_then(|s| s.as_str()).with_context(|| format!("component {id} has no source"))?;
+        let name = Path::new(src).file_name().context("a source without a file name")?;
+        let copy = dir.join(name);
+        std::fs::copy(wasm_dir.join(name), &copy)
+            .with_context(|| format!("copying {} (build the components first)", wasm_dir.join(name).display()))?;
+        c.insert("source".into(), copy.display().to_string().into());
+    }
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, toml::to_string(&manifest)?)?;
+    Ok(path)
 }
 
 pub fn run(root: &Path, target: BenchTarget) -> Result<()> {
     match target {
         BenchTarget::Edge(args) => edge(root, args),
         BenchTarget::Chat(args) => chat(root, args),
+        BenchTarget::Truncate(args) => crate::truncate_bench::run(root, args),
     }
 }
 
@@ -72,14 +122,17 @@ fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
     if !(1..=300).contains(&args.duration) || args.warmup > 60 || !(1..=1024).contains(&args.connections) {
         bail!("--duration must be 1..=300 s, --warmup 0..=60 s, --connections 1..=1024");
     }
-    let edge_host = args.edge_host.clone().unwrap_or_else(|| root.join("target/release/edge-host"));
+    let target = target_dir(root);
+    let edge_host = args.edge_host.clone().unwrap_or_else(|| target.join("release/edge-host"));
     if !args.no_build {
         crate::toolchain::ensure_wasm_target()?;
         crate::components::build_all(root)?;
         crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host", "-p", "gpu-host"]))?;
     }
     let dir = TempDir::new()?;
-    let gpu_bin = root.join("target/release/gpu-host");
+    let wasm_dir = args.wasm_dir.clone().unwrap_or_else(|| target.join("wasm32-wasip2/release"));
+    let manifest = private_manifest(root, &wasm_dir, &dir.0)?;
+    let gpu_bin = target.join("release/gpu-host");
     let model = dir.0.join("tiny");
     crate::run(Command::new(&gpu_bin).args(["init-model", "--preset", "tiny", "--out"]).arg(&model).stdout(Stdio::null()))?;
     let token_file = dir.0.join("gpu.token");
@@ -95,7 +148,7 @@ fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
         ("SPIN_VARIABLE_GPU_HOST_TOKEN", "bench-gpu-token".to_string()),
         ("SPIN_VARIABLE_PHI_MASTER_KEY", "00".repeat(32)),
     ];
-    let host = Host::start_with(&edge_host, &root.join("spin.toml"), &data_dir, &log, &env)?;
+    let host = Host::start_with(&edge_host, &manifest, &data_dir, &log, &env)?;
     println!("edge-host at http://{} with gpu-host {} (log: {})", host.addr, gpu.url, log.display());
     let probe = Probe { method: "POST", path: "/v1/chat/completions", body: CHAT_BODY, auth: Some(CHAT_KEY) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?;
@@ -132,6 +185,15 @@ fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
         stats.errors,
         if rps >= 5000.0 && p99 < 5.0 { "met" } else { "MISSED" }
     );
+    if !stats.screen_us.is_empty() {
+        let p = |q: f64| stats.screen_us[((q / 100.0 * stats.screen_us.len() as f64).ceil() as usize).clamp(1, stats.screen_us.len()) - 1];
+        println!(
+            "\nsafety screen inside the api (Server-Timing `screen`, the call into the screen component included), µs per message: p50 {} p99 {} max {}",
+            p(50.0),
+            p(99.0),
+            p(100.0)
+        );
+    }
     drop(gpu);
     Ok(())
 }
@@ -197,7 +259,7 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
     }
     let edge_host = match &args.edge_host {
         Some(p) => p.clone(),
-        None => root.join("target/release/edge-host"),
+        None => target_dir(root).join("release/edge-host"),
     };
     if !args.no_build {
         crate::toolchain::ensure_wasm_target()?;
@@ -213,7 +275,7 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
             crate::run(crate::cargo().args(["build", "--release", "-p", "edge-host"]))?;
         }
     }
-    let wasm = root.join("target/wasm32-wasip2/release/conformance.wasm");
+    let wasm = target_dir(root).join("wasm32-wasip2/release/conformance.wasm");
     if !wasm.is_file() {
         bail!("{} is missing (run without --no-build)", wasm.display());
     }
@@ -330,9 +392,9 @@ sqlite_databases = ["default"]
 
 // ------------------------------------------------------------------ host
 
-struct Host {
+pub struct Host {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Host {
@@ -340,7 +402,7 @@ impl Host {
         Self::start_with(bin, manifest, data_dir, log, &[])
     }
 
-    fn start_with(bin: &Path, manifest: &Path, data_dir: &Path, log: &Path, env: &[(&str, String)]) -> Result<Host> {
+    pub fn start_with(bin: &Path, manifest: &Path, data_dir: &Path, log: &Path, env: &[(&str, String)]) -> Result<Host> {
         let mut child = Command::new(bin)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg("up")
@@ -392,10 +454,10 @@ impl Drop for Host {
     }
 }
 
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir> {
+    pub fn new() -> Result<TempDir> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos();
@@ -474,6 +536,8 @@ struct Stats {
     errors: u64,
     /// Latencies of successful requests, microseconds, sorted.
     latencies_us: Vec<u32>,
+    /// The api's own `Server-Timing: screen` durations, microseconds.
+    screen_us: Vec<u32>,
     elapsed: Duration,
 }
 
@@ -507,13 +571,24 @@ async fn load_probe(addr: SocketAddr, probe: Probe, connections: usize, duration
             total.ok += s.ok;
             total.errors += s.errors;
             total.latencies_us.extend(s.latencies_us);
+            total.screen_us.extend(s.screen_us);
         } else {
             total.errors += 1;
         }
     }
     total.elapsed = start.elapsed();
     total.latencies_us.sort_unstable();
+    total.screen_us.sort_unstable();
     total
+}
+
+/// A `Server-Timing` metric's duration in microseconds.
+fn server_timing_us(headers: &hyper::HeaderMap, name: &str) -> Option<u32> {
+    let v = headers.get("server-timing")?.to_str().ok()?;
+    v.split(',').find_map(|m| {
+        let ms: f64 = m.trim().strip_prefix(name)?.strip_prefix(";dur=")?.parse().ok()?;
+        Some((ms * 1000.0).round() as u32)
+    })
 }
 
 async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats {
@@ -543,11 +618,13 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
                 }
             };
             let ok = resp.status() == hyper::StatusCode::OK;
+            let screen_us = server_timing_us(resp.headers(), "screen");
             match resp.into_body().collect().await {
                 Ok(_) if ok => {
                     s.ok += 1;
                     s.latencies_us
                         .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    s.screen_us.extend(screen_us);
                 }
                 Ok(_) => s.errors += 1,
                 Err(_) => {

@@ -12,6 +12,7 @@ use std::process::{Command, ExitStatus};
 mod bench;
 mod components;
 mod toolchain;
+mod truncate_bench;
 mod up;
 
 #[derive(Parser)]

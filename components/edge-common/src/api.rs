@@ -70,11 +70,21 @@ impl std::error::Error for ApiError {}
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// The 413 for a body over `max` bytes.
+pub fn too_large(max: usize) -> ApiError {
+    ApiError::new(413, "too_large", format!("request body exceeds {} MiB", max >> 20))
+}
+
 /// Parses a JSON body into `T`, answering 400 with a message that says where
 /// and what kind of error, but never quotes the submitted values.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(413, "too_large", "request body exceeds 1 MiB"));
+    parse_json_limited(body, MAX_BODY_BYTES)
+}
+
+/// [`parse_json`] for a body allowed up to `max` bytes.
+pub fn parse_json_limited<T: DeserializeOwned>(body: &[u8], max: usize) -> Result<T, ApiError> {
+    if body.len() > max {
+        return Err(too_large(max));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("request body is empty; a JSON object is required"));

@@ -8,13 +8,18 @@ pub type Response = http::Response<String>;
 
 /// Reads the whole request body (up to 1 MiB).
 pub async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
+    read_body_limited(req, MAX_BODY_BYTES).await
+}
+
+/// Reads the whole request body, up to `max` bytes.
+pub async fn read_body_limited(req: Request, max: usize) -> Result<Vec<u8>, ApiError> {
     let bytes = req
         .into_body()
         .bytes()
         .await
         .map_err(|_| ApiError::bad_request("request body could not be read"))?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(413, "too_large", "request body exceeds 1 MiB"));
+    if bytes.len() > max {
+        return Err(crate::api::too_large(max));
     }
     Ok(bytes.to_vec())
 }

@@ -15,6 +15,39 @@
 //! | `#many`         | a number of 8 or more, in digits or words            |
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast hash for the word tables (FxHash's mixing, 8 bytes at a time).
+/// The tables are fixed at compile time and only looked up with message
+/// words, so there is nothing to flood; SipHash cost more than the match.
+#[derive(Default, Clone, Copy)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Fast = BuildHasherDefault<WordHasher>;
+pub type WordMap<V> = HashMap<String, V, Fast>;
+pub type WordSet = HashSet<String, Fast>;
 
 #[derive(Debug, Clone)]
 enum Word {
@@ -27,12 +60,12 @@ enum Word {
 /// alternatives go in a hash set (a slot may list a hundred words).
 #[derive(Debug, Clone, Default)]
 struct Alternatives {
-    singles: HashSet<String>,
+    singles: WordSet,
     prefixes: Vec<String>,
     many: bool,
     multi: Vec<Vec<Word>>,
     /// Indices into `multi` by exact first word; the rest start with a prefix.
-    multi_by_first: HashMap<String, Vec<usize>>,
+    multi_by_first: WordMap<Vec<usize>>,
     multi_other: Vec<usize>,
 }
 
@@ -119,9 +152,142 @@ impl Pattern {
     /// One match per start position, left to right.
     pub fn find_all<'a>(&'a self, tokens: &'a [String]) -> impl Iterator<Item = Span> + 'a {
         let possible = self.anchored(tokens);
+        self.find_all_anchored(tokens, possible)
+    }
+
+    /// [`Pattern::find_all`] for a caller that already knows whether some
+    /// token can start the anchor slot (`possible`, from an [`AnchorIndex`]
+    /// over many patterns): a clause where none can has no match.
+    pub fn find_all_anchored<'a>(&'a self, tokens: &'a [String], possible: bool) -> impl Iterator<Item = Span> + 'a {
         (0..if possible { tokens.len() } else { 0 }).filter_map(move |start| {
             match_slots(&self.slots, tokens, start).map(|end| Span { start, end })
         })
+    }
+
+    /// For each mandatory slot that names its words: (exact words,
+    /// prefixes), one of which some token must be for the pattern to match
+    /// (a multi-word alternative by its first word). Slots that any token
+    /// may satisfy (optional, gaps, `#many`, an empty prefix) are left out.
+    fn mandatory_keys(&self) -> Vec<(Vec<&str>, Vec<&str>)> {
+        let mut keys = Vec::new();
+        'slots: for slot in &self.slots {
+            let Slot::One(a) = slot else { continue };
+            if a.many {
+                continue;
+            }
+            let mut exact: Vec<&str> = a.singles.iter().map(String::as_str).collect();
+            let mut prefixes: Vec<&str> = a.prefixes.iter().map(String::as_str).collect();
+            for m in &a.multi {
+                match m.first() {
+                    Some(Word::Exact(w)) => exact.push(w),
+                    Some(Word::Prefix(p)) => prefixes.push(p),
+                    _ => continue 'slots,
+                }
+            }
+            if prefixes.iter().any(|p| p.is_empty()) {
+                continue;
+            }
+            keys.push((exact, prefixes));
+        }
+        keys
+    }
+}
+
+/// An inverted index of many patterns' mandatory slots: one pass over a
+/// clause's tokens says which patterns can match in it at all (every
+/// mandatory slot has a token that could fill it), instead of each pattern
+/// scanning the clause (the screen runs hundreds of patterns over every
+/// clause, and almost none can match). Sound: a pattern it rules out has
+/// no match; one it keeps still goes through the full match.
+pub struct AnchorIndex {
+    patterns: usize,
+    slots: usize,
+    /// Per pattern, the ids of its keyed mandatory slots.
+    pattern_slots: Vec<Vec<u32>>,
+    /// Slot ids by exact word and by prefix.
+    exact: WordMap<Vec<u32>>,
+    prefixes: WordMap<Vec<u32>>,
+    /// Prefix lengths (bytes) that occur in `prefixes`, ascending.
+    prefix_lens: Vec<usize>,
+}
+
+/// A set of small ids (patterns of an [`AnchorIndex`]).
+pub struct Candidates(Vec<u64>);
+
+impl Candidates {
+    fn new(n: usize) -> Candidates {
+        Candidates(vec![0; n.div_ceil(64)])
+    }
+    pub fn contains(&self, id: usize) -> bool {
+        self.0[id / 64] & (1 << (id % 64)) != 0
+    }
+    fn insert(&mut self, id: usize) {
+        self.0[id / 64] |= 1 << (id % 64);
+    }
+}
+
+impl AnchorIndex {
+    /// Indexes `patterns`; pattern `i` is id `i` in [`Candidates`].
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a Pattern>) -> AnchorIndex {
+        let mut index = AnchorIndex {
+            patterns: 0,
+            slots: 0,
+            pattern_slots: Vec::new(),
+            exact: WordMap::default(),
+            prefixes: WordMap::default(),
+            prefix_lens: Vec::new(),
+        };
+        for p in patterns {
+            index.patterns += 1;
+            let mut ids = Vec::new();
+            for (exact, prefixes) in p.mandatory_keys() {
+                let id = index.slots as u32;
+                index.slots += 1;
+                ids.push(id);
+                for w in exact {
+                    let list = index.exact.entry(w.to_string()).or_default();
+                    if list.last() != Some(&id) {
+                        list.push(id);
+                    }
+                }
+                for p in prefixes {
+                    let list = index.prefixes.entry(p.to_string()).or_default();
+                    if list.last() != Some(&id) {
+                        list.push(id);
+                    }
+                    if !index.prefix_lens.contains(&p.len()) {
+                        index.prefix_lens.push(p.len());
+                    }
+                }
+            }
+            index.pattern_slots.push(ids);
+        }
+        index.prefix_lens.sort_unstable();
+        index
+    }
+
+    /// The patterns that can match somewhere in `tokens`.
+    pub fn candidates(&self, tokens: &[String]) -> Candidates {
+        let mut filled = Candidates::new(self.slots);
+        for t in tokens {
+            for &id in self.exact.get(t.as_str()).into_iter().flatten() {
+                filled.insert(id as usize);
+            }
+            for &n in self.prefix_lens.iter().take_while(|&&n| n <= t.len()) {
+                if let Some(ids) = t.get(..n).and_then(|p| self.prefixes.get(p)) {
+                    for &id in ids {
+                        filled.insert(id as usize);
+                    }
+                }
+            }
+        }
+        let mut c = Candidates::new(self.patterns);
+        for (i, slots) in self.pattern_slots.iter().enumerate() {
+            if slots.iter().all(|&s| filled.contains(s as usize)) {
+                c.insert(i);
+            }
+        }
+        c
     }
 }
 
@@ -244,6 +410,33 @@ mod tests {
         assert!(m("took #many pills", "took 30 pills"));
         assert!(m("took #many pills", "took twenty pills"));
         assert!(!m("took #many pills", "took 2 pills"));
+    }
+
+    #[test]
+    fn the_anchor_index_keeps_every_pattern_that_matches() {
+        let sets = crate::rules::SETS;
+        let patterns: Vec<Pattern> = crate::rules::RULES
+            .iter()
+            .flat_map(|r| r.patterns.iter().chain(r.unless).chain(r.with))
+            .map(|p| Pattern::compile(p, sets))
+            .collect();
+        let index = AnchorIndex::new(&patterns);
+        let texts = ["I want to kill myself tonight", "this commute is killing me", "took 30 pills", "hello there",
+                     "my husband hits me and I am scared", "I keep cutting", "", "ünïcödé wörds ok",
+                     "How can I sleep better before exams?"];
+        let (mut kept, mut matched) = (0, 0);
+        for text in texts {
+            for clause in &normalise(text).clauses {
+                let c = index.candidates(clause);
+                for (i, p) in patterns.iter().enumerate() {
+                    let m = p.find(clause).is_some();
+                    assert!(!m || c.contains(i), "{text}: pattern {i} matches but was ruled out");
+                    kept += c.contains(i) as usize;
+                    matched += m as usize;
+                }
+            }
+        }
+        assert!(kept < patterns.len(), "the index rules most patterns out ({kept} kept, {matched} matched)");
     }
 
     #[test]

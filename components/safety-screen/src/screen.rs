@@ -4,7 +4,7 @@
 //! an assessment carries rule ids only.
 
 use crate::normalise::{Normalised, normalise};
-use crate::pattern::Pattern;
+use crate::pattern::{AnchorIndex, Pattern};
 use crate::rules::{
     self, CURRENT_MARKERS, HISTORICAL_MARKERS, NEGATION_CUES, NEGATION_STOPS, NEGATION_WINDOW,
     PSEUDO_NEGATION_NEXT, RULES, SETS,
@@ -84,6 +84,8 @@ impl Assessment {
 struct CompiledRule {
     rule: &'static rules::Rule,
     patterns: Vec<Pattern>,
+    /// Id of `patterns[0]` in [`Compiled::index`] (the others follow).
+    first_id: usize,
     /// Whether each pattern names a negation itself ("not want to live"):
     /// then a negation inside its match is the risk, not a denial of it.
     own_negation: Vec<bool>,
@@ -93,6 +95,8 @@ struct CompiledRule {
 
 struct Compiled {
     rules: Vec<CompiledRule>,
+    /// The anchors of every rule's `patterns`, in rule order.
+    index: AnchorIndex,
     imminence: Vec<(&'static str, Vec<Pattern>)>,
     historical: Vec<Vec<String>>,
     current: Vec<Vec<String>>,
@@ -105,12 +109,16 @@ fn compiled() -> &'static Compiled {
         let phrases = |ps: &[&str]| {
             ps.iter().map(|p| normalise(p).tokens().map(str::to_string).collect()).collect::<Vec<Vec<String>>>()
         };
-        Compiled {
-            rules: RULES
+        let mut next_id = 0;
+        let rules: Vec<CompiledRule> = RULES
                 .iter()
                 .map(|rule| CompiledRule {
                     rule,
                     patterns: all(rule.patterns),
+                    first_id: {
+                        next_id += rule.patterns.len();
+                        next_id - rule.patterns.len()
+                    },
                     own_negation: rule
                         .patterns
                         .iter()
@@ -119,7 +127,11 @@ fn compiled() -> &'static Compiled {
                     unless: all(rule.unless),
                     with: all(rule.with),
                 })
-                .collect(),
+                .collect();
+        let index = AnchorIndex::new(rules.iter().flat_map(|r| &r.patterns));
+        Compiled {
+            rules,
+            index,
             imminence: rules::IMMINENCE.iter().map(|m| (m.id, all(m.patterns))).collect(),
             historical: phrases(HISTORICAL_MARKERS),
             current: phrases(CURRENT_MARKERS),
@@ -178,16 +190,17 @@ pub fn classify(text: &str) -> Assessment {
     let n = normalise(text);
     let mut hits: Vec<Hit> = Vec::new();
 
-    // Per clause, once: does it read as history?
+    // Per clause, once: does it read as history? Which patterns can match?
     let old: Vec<bool> = n.clauses.iter().map(|clause| historical(c, clause)).collect();
+    let candidates: Vec<_> = n.clauses.iter().map(|clause| c.index.candidates(clause)).collect();
     for cr in &c.rules {
         // Best outcome of this rule over the message: a live hit beats a discounted one.
         // `unless` and `with` are checked only once a pattern has matched (most rules don't).
         let mut best: Option<(Severity, bool)> = None;
-        for (clause, &old) in n.clauses.iter().zip(&old) {
+        for ((clause, &old), candidates) in n.clauses.iter().zip(&old).zip(&candidates) {
             let mut excluded: Option<bool> = None;
-            for (p, own_negation) in cr.patterns.iter().zip(&cr.own_negation) {
-                for span in p.find_all(clause) {
+            for (i, (p, own_negation)) in cr.patterns.iter().zip(&cr.own_negation).enumerate() {
+                for span in p.find_all_anchored(clause, candidates.contains(cr.first_id + i)) {
                     if *excluded.get_or_insert_with(|| cr.unless.iter().any(|u| u.find(clause).is_some())) {
                         break;
                     }

@@ -4,7 +4,7 @@
 //! value)`): one namespace per store label, so labels may share a file.
 
 use crate::factors::bindings::kv::{self, Error};
-use crate::libsql_pool::DbPool;
+use crate::libsql_pool::{Conn, DbPool};
 use crate::runtime_config::{KeyValueStoreConfig, RuntimeConfig};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashSet};
@@ -28,69 +28,58 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    async fn conn(&self) -> Result<libsql::Connection, Error> {
+    async fn conn(&self) -> Result<Conn, Error> {
         self.pool.get().await.map_err(other)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// Runs one statement (a cached prepared one) and gives the connection back.
+    async fn run(&self, sql: &str, params: Vec<libsql::Value>) -> Result<Vec<Vec<libsql::Value>>, Error> {
         let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
-                (self.label.as_str(), key),
-            )
-            .await
-            .map_err(other)?;
-        let value = match rows.next().await.map_err(other)? {
-            Some(row) => Some(row.get::<Vec<u8>>(0).map_err(other)?),
-            None => None,
-        };
-        drop(rows);
+        let (_, rows) = conn.run(sql, params).await.map_err(other)?;
         self.pool.put(conn);
-        Ok(value)
+        Ok(rows)
+    }
+
+    fn params(&self, key: &str) -> Vec<libsql::Value> {
+        vec![libsql::Value::Text(self.label.clone()), libsql::Value::Text(key.to_string())]
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let rows = self.run("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2", self.params(key)).await?;
+        match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+            None => Ok(None),
+            Some(libsql::Value::Blob(b)) => Ok(Some(b)),
+            Some(libsql::Value::Text(t)) => Ok(Some(t.into_bytes())),
+            Some(_) => Err(Error::Other("a stored value is not a blob".into())),
+        }
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
-        let conn = self.conn().await?;
-        conn.execute(
+        let mut params = self.params(key);
+        params.push(libsql::Value::Blob(value));
+        self.run(
             "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-            (self.label.as_str(), key, value),
+            params,
         )
         .await
-        .map_err(other)?;
-        self.pool.put(conn);
-        Ok(())
+        .map(drop)
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
-        let conn = self.conn().await?;
-        conn.execute(
-            "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
-            (self.label.as_str(), key),
-        )
-        .await
-        .map_err(other)?;
-        self.pool.put(conn);
-        Ok(())
+        self.run("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2", self.params(key)).await.map(drop)
     }
 
     async fn keys(&self) -> Result<Vec<String>, Error> {
-        let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key",
-                [self.label.as_str()],
-            )
-            .await
-            .map_err(other)?;
-        let mut keys = Vec::new();
-        while let Some(row) = rows.next().await.map_err(other)? {
-            keys.push(row.get::<String>(0).map_err(other)?);
-        }
-        drop(rows);
-        self.pool.put(conn);
-        Ok(keys)
+        let rows = self
+            .run("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key", vec![libsql::Value::Text(self.label.clone())])
+            .await?;
+        rows.into_iter()
+            .map(|r| match r.into_iter().next() {
+                Some(libsql::Value::Text(t)) => Ok(t),
+                _ => Err(Error::Other("a stored key is not text".into())),
+            })
+            .collect()
     }
 }
 
@@ -99,6 +88,31 @@ impl KvStore {
 async fn on<T: Send + 'static, F: Future<Output = T> + Send + 'static>(store: Arc<KvStore>, op: impl FnOnce(Arc<KvStore>) -> F) -> T {
     let local = store.pool.is_local();
     crate::libsql_pool::off_runtime(local, op(store)).await
+}
+
+/// Runs a read: in place where the database allows it
+/// ([`DbPool::reads_in_place`]), else like [`on`].
+async fn on_read<T: Send + 'static, F: Future<Output = T> + Send + 'static>(store: Arc<KvStore>, op: impl FnOnce(Arc<KvStore>) -> F) -> T {
+    if store.pool.reads_in_place() {
+        op(store).await
+    } else {
+        on(store, op).await
+    }
+}
+
+/// Like [`on`] for an operation that writes: it waits for the database's
+/// writer turn first (see [`DbPool::write_turn`]) and answers once the
+/// write is on disk ([`DbPool::durable`]), after giving the turn up.
+async fn on_write<F: Future<Output = Result<(), Error>> + Send + 'static>(
+    store: Arc<KvStore>,
+    op: impl FnOnce(Arc<KvStore>) -> F,
+) -> Result<(), Error> {
+    let pool = store.pool.clone();
+    let turn = pool.write_turn().await;
+    let result = on(store, op).await;
+    drop(turn);
+    result?;
+    pool.durable().await.map_err(other)
 }
 
 fn other(e: impl std::fmt::Display) -> Error {
@@ -204,7 +218,7 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         store: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        Ok(on(store_of(accessor, &store)?, move |s| async move { s.get(&key).await }).await)
+        Ok(on_read(store_of(accessor, &store)?, move |s| async move { s.get(&key).await }).await)
     }
 
     async fn set(
@@ -213,7 +227,7 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(on(store_of(accessor, &store)?, move |s| async move { s.set(&key, value).await }).await)
+        Ok(on_write(store_of(accessor, &store)?, move |s| async move { s.set(&key, value).await }).await)
     }
 
     async fn delete(
@@ -221,7 +235,7 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         store: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(on(store_of(accessor, &store)?, move |s| async move { s.delete(&key).await }).await)
+        Ok(on_write(store_of(accessor, &store)?, move |s| async move { s.delete(&key).await }).await)
     }
 
     async fn exists(
@@ -229,14 +243,14 @@ impl<T> kv::HostStoreWithStore<T> for KeyValueFactor {
         store: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        Ok(on(store_of(accessor, &store)?, move |s| async move { s.get(&key).await }).await.map(|v| v.is_some()))
+        Ok(on_read(store_of(accessor, &store)?, move |s| async move { s.get(&key).await }).await.map(|v| v.is_some()))
     }
 
     async fn get_keys(
         accessor: &Accessor<T, Self>,
         store: Resource<StoreHandle>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let keys = on(store_of(accessor, &store)?, |s| async move { s.keys().await }).await;
+        let keys = on_read(store_of(accessor, &store)?, |s| async move { s.keys().await }).await;
         accessor.with(|mut access| {
             let (keys, result) = match keys {
                 Ok(k) => (k, Ok(())),

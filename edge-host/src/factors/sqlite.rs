@@ -5,7 +5,7 @@
 //! says so); a component may open only the labels its manifest grants.
 
 use crate::factors::bindings::sqlite::{self, Error, QueryResult, RowResult, Value};
-use crate::libsql_pool::{DbPool, off_runtime};
+use crate::libsql_pool::{Conn, DbPool, WriteTurn, may_write, off_runtime};
 use crate::runtime_config::{RuntimeConfig, SqliteDatabaseConfig};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashSet};
@@ -62,21 +62,27 @@ pub struct SqliteCtx {
 
 /// An open connection (the `connection` resource).
 pub struct Connection {
-    conn: Option<libsql::Connection>,
+    conn: Option<Conn>,
     pool: Arc<DbPool>,
+    /// The database's writer turn, held from a statement that opened a
+    /// transaction (`BEGIN`) until the connection is back in autocommit.
+    turn: Option<WriteTurn>,
 }
 
 impl Connection {
-    fn conn(&self) -> &libsql::Connection {
+    fn conn(&self) -> &Conn {
         self.conn.as_ref().expect("connection is present until drop")
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // The connection first (one left in a transaction is dropped, which
+        // rolls it back), then the writer turn.
         if let Some(c) = self.conn.take() {
             self.pool.put(c);
         }
+        self.turn = None;
     }
 }
 
@@ -100,7 +106,7 @@ fn pool_for(ctx: &SqliteCtx, label: &str) -> Result<Arc<DbPool>, Error> {
 
 async fn open_connection(pool: Arc<DbPool>) -> Result<Connection, Error> {
     let conn = pool.get().await.map_err(io_error)?;
-    Ok(Connection { conn: Some(conn), pool })
+    Ok(Connection { conn: Some(conn), pool, turn: None })
 }
 
 fn io_error(e: impl std::fmt::Display) -> Error {
@@ -127,45 +133,86 @@ fn from_libsql(v: libsql::Value) -> Value {
     }
 }
 
-/// Runs one statement to completion and collects its rows (off the async
-/// runtime for local databases, see [`off_runtime`]).
-async fn run_statement(
-    (conn, local): (libsql::Connection, bool),
-    statement: String,
-    params: Vec<Value>,
-) -> Result<QueryResult, Error> {
-    off_runtime(local, async move { run_statement_here(&conn, &statement, params).await }).await
+/// What a statement needs from its connection resource.
+struct StatementConn {
+    conn: Conn,
+    pool: Arc<DbPool>,
+    /// The resource already holds the writer turn (inside a transaction).
+    holds_turn: bool,
 }
 
-async fn run_statement_here(
-    conn: &libsql::Connection,
-    statement: &str,
-    params: Vec<Value>,
-) -> Result<QueryResult, Error> {
-    let params: Vec<libsql::Value> = params.into_iter().map(to_libsql).collect();
-    let mut rows = conn.query(statement, params).await.map_err(io_error)?;
-    let n = rows.column_count();
-    let columns = (0..n)
-        .map(|i| rows.column_name(i).unwrap_or_default().to_string())
-        .collect();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().await.map_err(io_error)? {
-        let values = (0..n)
-            .map(|i| row.get_value(i).map(from_libsql).map_err(io_error))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(RowResult { values });
+/// What to do with the resource's writer turn after a statement.
+enum TurnAfter {
+    /// Back in autocommit: release any turn held.
+    Release,
+    /// Inside a transaction: keep the turn held (store this one if new).
+    Keep(Option<WriteTurn>),
+}
+
+/// Runs one statement to completion and collects its rows (off the async
+/// runtime for local databases, see [`off_runtime`]). A statement that may
+/// write waits for the database's writer turn first, unless its connection
+/// is already inside a transaction (which holds the turn, or began without
+/// it and then relies on SQLite's busy handler as before); a transaction
+/// keeps the turn until it ends.
+async fn run_statement(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter) {
+    let local = c.pool.is_local();
+    let turn = if local && !c.holds_turn && c.conn.is_autocommit() && may_write(&statement) {
+        c.pool.write_turn().await
+    } else {
+        None
+    };
+    let writes = local && may_write(&statement);
+    let conn = c.conn.clone();
+    let result = if !writes && c.pool.reads_in_place() {
+        run_statement_here(&conn, &statement, params).await
+    } else {
+        off_runtime(local, async move { run_statement_here(&conn, &statement, params).await }).await
+    };
+    if !c.conn.is_autocommit() {
+        return (result, TurnAfter::Keep(turn));
     }
-    Ok(QueryResult { columns, rows: out })
+    // Back in autocommit: whatever was written is committed; answer once
+    // it is on disk (group fsync, after giving the turn up).
+    drop(turn);
+    if writes && let Err(e) = c.pool.durable().await {
+        return (Err(io_error(format!("{e:#}"))), TurnAfter::Release);
+    }
+    (result, TurnAfter::Release)
+}
+
+impl Connection {
+    fn statement_conn(&self) -> StatementConn {
+        StatementConn { conn: self.conn().clone(), pool: self.pool.clone(), holds_turn: self.turn.is_some() }
+    }
+
+    fn apply(&mut self, after: TurnAfter) {
+        match after {
+            TurnAfter::Release => self.turn = None,
+            TurnAfter::Keep(Some(t)) => self.turn = Some(t),
+            TurnAfter::Keep(None) => {}
+        }
+    }
+}
+
+async fn run_statement_here(conn: &Conn, statement: &str, params: Vec<Value>) -> Result<QueryResult, Error> {
+    let params: Vec<libsql::Value> = params.into_iter().map(to_libsql).collect();
+    let (columns, rows) = conn.run(statement, params).await.map_err(io_error)?;
+    let rows = rows
+        .into_iter()
+        .map(|values| RowResult { values: values.into_iter().map(from_libsql).collect() })
+        .collect();
+    Ok(QueryResult { columns, rows })
 }
 
 fn with_conn<T>(
     accessor: &Accessor<T, SqliteFactor>,
     conn: &Resource<Connection>,
-) -> wasmtime::Result<Result<(libsql::Connection, bool), Error>> {
+) -> wasmtime::Result<Result<StatementConn, Error>> {
     accessor.with(|mut access| {
         let view = access.get();
         Ok(match view.table.get(conn) {
-            Ok(c) => Ok((c.conn().clone(), c.pool.is_local())),
+            Ok(c) => Ok(c.statement_conn()),
             Err(_) => Err(Error::InvalidConnection),
         })
     })
@@ -191,11 +238,15 @@ impl sqlite::HostConnection for SqliteView<'_> {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let conn = match self.table.get(&conn) {
-            Ok(c) => (c.conn().clone(), c.pool.is_local()),
+        let c = match self.table.get(&conn) {
+            Ok(c) => c.statement_conn(),
             Err(_) => return Ok(Err(Error::InvalidConnection)),
         };
-        Ok(run_statement(conn, statement, parameters).await)
+        let (result, after) = run_statement(c, statement, parameters).await;
+        if let Ok(c) = self.table.get_mut(&conn) {
+            c.apply(after);
+        }
+        Ok(result)
     }
 
     fn last_insert_rowid(&mut self, conn: Resource<Connection>) -> wasmtime::Result<i64> {
@@ -237,14 +288,20 @@ impl<T> sqlite::HostConnectionWithStore<T> for SqliteFactor {
     ) -> wasmtime::Result<
         Result<(Vec<String>, StreamReader<RowResult>, FutureReader<Result<(), Error>>), Error>,
     > {
-        let conn = match with_conn(accessor, &conn)? {
+        let c = match with_conn(accessor, &conn)? {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
         // The statement runs to completion before the rows are streamed:
         // SQLite rows are produced synchronously anyway, and a finished
         // statement releases its locks before the guest reads at its pace.
-        let result = match run_statement(conn, statement, parameters).await {
+        let (result, after) = run_statement(c, statement, parameters).await;
+        accessor.with(|mut access| {
+            if let Ok(c) = access.get().table.get_mut(&conn) {
+                c.apply(after);
+            }
+        });
+        let result = match result {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };

@@ -16,6 +16,7 @@
 //! component dependency (default `components/gpu-pool`); streamed replies
 //! pass through it and the output filter as SSE.
 
+mod recent;
 mod safety;
 mod store;
 mod tokens;
@@ -101,7 +102,7 @@ impl Config {
 
 fn json_reply(status: u16, body: String, extra: &[(&'static str, &str)]) -> Result<Reply, ApiError> {
     let mut r = web::json(status, body);
-    for (k, v) in extra {
+    for (k, v) in extra.iter().filter(|(_, v)| !v.is_empty()) {
         if let Ok(v) = http::HeaderValue::from_str(v) {
             r.headers_mut().insert(*k, v);
         }
@@ -142,15 +143,18 @@ async fn serve(req: Request) -> Result<Reply, ApiError> {
                 return Err(ApiError::bad_request("the model name must be 1 to 128 printable ASCII characters"));
             }
             let model = model.to_string();
-            let body = web::read_body(req).await?;
-            let context_tokens = tokens::put(&open_kv().await?, &model, &body).await?;
+            let body = web::read_body_limited(req, tokens::MAX_PROFILE_BYTES).await?;
+            let context_tokens = tokens::put(&open_kv().await?, &db, &model, &body).await?;
             json_reply(200, json!({ "model": model, "context_tokens": context_tokens }).to_string(), &[])
         }
         "/v1/chat/stats" if is(http::Method::GET) => {
             require_oversight(caller.role)?;
+            let (mut hits, mut misses) = store::cache_totals(&db).await?;
+            // Counts kept in the key-value store before the counters moved
+            // to SQLite (schema v2) still count.
             let kv = open_kv().await?;
-            let hits = get_num(&kv, "chat-stats/cache_hits").await;
-            let misses = get_num(&kv, "chat-stats/cache_misses").await;
+            hits += get_num(&kv, "chat-stats/cache_hits").await;
+            misses += get_num(&kv, "chat-stats/cache_misses").await;
             json_reply(200, json!({ "cache": { "hits": hits, "misses": misses } }).to_string(), &[])
         }
         "/v1/chat/audit" if is(http::Method::GET) => {
@@ -231,9 +235,11 @@ async fn get_num(kv: &Store, key: &str) -> i64 {
     }
 }
 
-async fn bump(kv: &Store, key: &str) {
-    let v = get_num(kv, key).await + 1;
-    let _ = kv.set(key, v.to_string().as_bytes()).await;
+/// Counts a cache hit or miss; a failure to count never fails the chat.
+async fn count_cache(db: &edge_common::db::Db, tenant: &str, hit: bool) {
+    if let Err(e) = store::count_cache(db, tenant, hit).await {
+        eprintln!("chat-api: counting a cache {} failed: {}", if hit { "hit" } else { "miss" }, e.message);
+    }
 }
 
 fn random_id() -> String {
@@ -305,31 +311,53 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     // Fit the conversation into the model's context (when its tokenizer
     // was uploaded), counted with the model's own tokenizer.
     let mut truncated = 0;
-    if let Some(profile) = tokens::load(&kv, &call.model).await? {
+    // `Server-Timing: truncate;dur=<ms>` (counting and cutting, the profile
+    // already loaded): what `cargo xtask bench truncate` reads.
+    // `profile;dur=<ms>`: loading the profile (a read and a parse only when
+    // this instance has not parsed that tokenizer yet).
+    let mut timing = String::new();
+    let loading = std::time::Instant::now();
+    if let Some(profile) = tokens::load(&kv, db, &call.model, caller.profile(&call.model)).await? {
+        let started = std::time::Instant::now();
         let budget = crate::truncate::budget(profile.context_tokens, &call.upstream);
         truncated = crate::truncate::truncate(&mut call.upstream, budget, |t| profile.count(t))?;
+        timing = format!(
+            "profile;dur={:.3}, truncate;dur={:.3}",
+            (started - loading).as_secs_f64() * 1000.0,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
     }
     let truncated = truncated.to_string();
     // Safety screen first: on risk the model is not the only answer.
+    // `screen;dur=<ms>` in Server-Timing (the call into the screen
+    // component included): what `cargo xtask bench chat` reports.
+    let screening = std::time::Instant::now();
     let assessment = screen::classify(&call.last_user_text);
+    let screened = format!("screen;dur={:.3}", screening.elapsed().as_secs_f64() * 1000.0);
+    timing = if timing.is_empty() { screened } else { format!("{timing}, {screened}") };
     if assessment.risk || assessment.escalate {
         return crisis_reply(&call, cfg, db, caller, client_id.as_deref(), &assessment).await;
     }
 
     let cache_key = (call.deterministic && !call.stream).then(|| cache::entry_key(&cfg.secret, &caller.tenant, &call));
     if let Some(key) = &cache_key {
-        let ns = cache::namespace(&cfg.secret, &caller.tenant);
-        let hit = match kv.get(key).await {
-            Ok(Some(raw)) => cache::open_entry(&cfg.secret, key, &raw, now()),
-            _ => None,
+        let hit = match recent::get(key, now()) {
+            Some(raw) => cache::open_entry(&cfg.secret, key, &raw, now()),
+            None => match kv.get(key).await {
+                Ok(Some(raw)) => {
+                    let body = cache::open_entry(&cfg.secret, key, &raw, now());
+                    if body.is_some() {
+                        recent::put(key, raw, now());
+                    }
+                    body
+                }
+                _ => None,
+            },
         };
+        count_cache(db, &caller.tenant, hit.is_some()).await;
         if let Some(body) = hit {
-            bump(&kv, "chat-stats/cache_hits").await;
-            bump(&kv, &format!("{ns}/stats/hits")).await;
-            return json_reply(200, body, &[("x-cache", "hit"), ("x-context-truncated", &truncated)]);
+            return json_reply(200, body, &[("x-cache", "hit"), ("x-context-truncated", &truncated), ("server-timing", &timing)]);
         }
-        bump(&kv, "chat-stats/cache_misses").await;
-        bump(&kv, &format!("{ns}/stats/misses")).await;
     }
 
     let upstream_body = call.upstream_body();
@@ -349,11 +377,17 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
     v["safety"] = json!({ "escalate": false, "output_filter": report });
     let out = v.to_string();
     if let (Some(key), false) = (&cache_key, blocked) {
-        if let Some(raw) = cache::seal_entry(&cfg.secret, key, &out, now() + cfg.cache_ttl_seconds) {
-            let _ = kv.set(key, &raw).await;
+        if let Some(raw) = cache::seal_entry(&cfg.secret, key, &out, now() + cfg.cache_ttl_seconds)
+            && kv.set(key, &raw).await.is_ok()
+        {
+            recent::put(key, raw, now());
         }
     }
-    json_reply(200, out, &[("x-cache", if cache_key.is_some() { "miss" } else { "bypass" }), ("x-context-truncated", &truncated)])
+    json_reply(
+        200,
+        out,
+        &[("x-cache", if cache_key.is_some() { "miss" } else { "bypass" }), ("x-context-truncated", &truncated), ("server-timing", &timing)],
+    )
 }
 
 /// Passes the gpu-host's SSE stream through the output filter

@@ -6,9 +6,10 @@ use edge_common::auth::Role;
 use edge_common::db::{Db, Value, opt_text, text};
 use edge_common::ApiError;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const COMPONENT: &str = "chat-api";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS chat_api_keys (
         id TEXT PRIMARY KEY,
@@ -31,13 +32,38 @@ const SCHEMA: &[&str] = &[
         session_id TEXT,
         outcome TEXT NOT NULL,
         detail TEXT NOT NULL)",
+    // Cache hit and miss counts per tenant (v2). Each request adds to its
+    // tenant's row with one atomic upsert; the totals are the sums.
+    "CREATE TABLE IF NOT EXISTS chat_counters (
+        tenant TEXT PRIMARY KEY,
+        hits INTEGER NOT NULL DEFAULT 0,
+        misses INTEGER NOT NULL DEFAULT 0)",
+    // Which tokenizer profile each model uses (v2): the profile itself is
+    // in the key-value store under its digest (`tokens.rs`). Small, so the
+    // key lookup reads it along (one read per request for both).
+    "CREATE TABLE IF NOT EXISTS chat_tokenizers (
+        model TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        context_tokens INTEGER NOT NULL)",
 ];
+
+/// Set once this instance saw the schema at [`SCHEMA_VERSION`]: schemas
+/// only move forward, so later requests skip the check. (Edge-host reuses
+/// an instance for many requests; a fresh instance, as on Spin, checks.)
+static MIGRATED: AtomicBool = AtomicBool::new(false);
+/// Set once this instance saw a key in `chat_api_keys`: keys are revoked,
+/// never deleted, so the table never becomes empty again and the bootstrap
+/// insert is never needed after that.
+static BOOTSTRAPPED: AtomicBool = AtomicBool::new(false);
 
 /// Opens the database, creating the tables on first use. Concurrent first
 /// requests race for the write lock of the migration: the losers wait and
 /// retry (the migration is idempotent).
 pub async fn open() -> Result<Db, ApiError> {
     let db = Db::open("default").await?;
+    if MIGRATED.load(Ordering::Relaxed) {
+        return Ok(db);
+    }
     let mut tries = 0;
     while !db.schema_versions().await.iter().any(|(c, v)| c == COMPONENT && *v >= SCHEMA_VERSION) {
         match db.migrate(COMPONENT, SCHEMA_VERSION, SCHEMA).await {
@@ -49,6 +75,7 @@ pub async fn open() -> Result<Db, ApiError> {
             Err(e) => return Err(e),
         }
     }
+    MIGRATED.store(true, Ordering::Relaxed);
     Ok(db)
 }
 
@@ -77,6 +104,16 @@ pub struct Caller {
     pub role: Role,
     pub client_id: Option<String>,
     pub tenant: String,
+    /// The models' tokenizer profiles, read along with the key (see
+    /// [`authenticate`]): model → (digest, context tokens).
+    pub profiles: Vec<(String, String, usize)>,
+}
+
+impl Caller {
+    /// `model`'s profile pointer, if one was uploaded: (digest, context tokens).
+    pub fn profile(&self, model: &str) -> Option<(&str, usize)> {
+        self.profiles.iter().find(|(m, _, _)| m == model).map(|(_, d, c)| (d.as_str(), *c))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -93,10 +130,11 @@ pub struct KeySummary {
 
 /// Inserts the bootstrap admin key when the table is empty.
 pub async fn bootstrap(db: &Db, secret: &[u8], key: &str, now: i64) -> Result<(), ApiError> {
-    if key.is_empty() {
+    if key.is_empty() || BOOTSTRAPPED.load(Ordering::Relaxed) {
         return Ok(());
     }
     if db.query_one("SELECT 1 FROM chat_api_keys LIMIT 1", vec![]).await?.is_some() {
+        BOOTSTRAPPED.store(true, Ordering::Relaxed);
         return Ok(());
     }
     db.exec(
@@ -114,9 +152,14 @@ pub async fn authenticate(db: &Db, secret: &[u8], key: Option<&str>) -> Result<C
     if !keys::looks_like_key(key) {
         return Err(ApiError::unauthorized("invalid API key"));
     }
+    // The tokenizer profile pointers come along (model names are printable
+    // ASCII, digests hex: the separators \x1f and \x1e never occur in them),
+    // so a chat request reads the database once before its cache lookup.
     let row = db
         .query_one(
-            "SELECT id, role, client_id, tenant, revoked_at FROM chat_api_keys WHERE key_hash = ?",
+            "SELECT id, role, client_id, tenant, revoked_at,
+                    (SELECT group_concat(model || char(31) || digest || char(31) || context_tokens, char(30)) FROM chat_tokenizers)
+             FROM chat_api_keys WHERE key_hash = ?",
             vec![Value::Blob(keys::key_hash(secret, key).to_vec())],
         )
         .await?
@@ -125,7 +168,16 @@ pub async fn authenticate(db: &Db, secret: &[u8], key: Option<&str>) -> Result<C
         return Err(ApiError::unauthorized("this API key has been revoked"));
     }
     let role = Role::parse(&row.text(1)?).ok_or_else(|| ApiError::internal("unknown role in key table"))?;
-    Ok(Caller { key_id: row.text(0)?, role, client_id: row.opt_text(2)?, tenant: row.text(3)? })
+    let profiles = row
+        .opt_text(5)?
+        .unwrap_or_default()
+        .split('\x1e')
+        .filter_map(|p| {
+            let mut f = p.split('\x1f');
+            Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect();
+    Ok(Caller { key_id: row.text(0)?, role, client_id: row.opt_text(2)?, tenant: row.text(3)?, profiles })
 }
 
 pub struct NewKey<'a> {
@@ -238,4 +290,44 @@ pub async fn audit_list(db: &Db, limit: i64) -> Result<Vec<serde_json::Value>, A
             }))
         })
         .collect()
+}
+
+/// Adds one cache hit or miss to `tenant`'s counters: a single atomic
+/// statement (no read-modify-write, so concurrent requests lose no counts).
+pub async fn count_cache(db: &Db, tenant: &str, hit: bool) -> Result<(), ApiError> {
+    let (h, m) = if hit { (1, 0) } else { (0, 1) };
+    db.exec(
+        "INSERT INTO chat_counters (tenant, hits, misses) VALUES (?, ?, ?)
+         ON CONFLICT(tenant) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses",
+        vec![text(tenant), Value::Integer(h), Value::Integer(m)],
+    )
+    .await
+}
+
+/// Cache hits and misses over all tenants.
+pub async fn cache_totals(db: &Db) -> Result<(i64, i64), ApiError> {
+    let row = db
+        .query_one("SELECT COALESCE(SUM(hits), 0), COALESCE(SUM(misses), 0) FROM chat_counters", vec![])
+        .await?;
+    match row {
+        Some(r) => Ok((r.int(0)?, r.int(1)?)),
+        None => Ok((0, 0)),
+    }
+}
+
+/// Points `model` at the tokenizer profile stored under `digest`; returns
+/// the digest it pointed at before, if another.
+pub async fn set_tokenizer(db: &Db, model: &str, digest: &str, context_tokens: usize) -> Result<Option<String>, ApiError> {
+    let old = db
+        .query_one("SELECT digest FROM chat_tokenizers WHERE model = ?", vec![text(model)])
+        .await?
+        .map(|r| r.text(0))
+        .transpose()?;
+    db.exec(
+        "INSERT INTO chat_tokenizers (model, digest, context_tokens) VALUES (?, ?, ?)
+         ON CONFLICT(model) DO UPDATE SET digest = excluded.digest, context_tokens = excluded.context_tokens",
+        vec![text(model), text(digest), Value::Integer(context_tokens as i64)],
+    )
+    .await?;
+    Ok(old.filter(|d| d != digest))
 }
