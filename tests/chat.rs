@@ -381,7 +381,14 @@ fn a_gpu_host_dies_and_no_chat_fails() -> Result<()> {
     let t = Instant::now();
     let results = std::thread::scope(|sc| {
         let batch = sc.spawn(|| run_batch(6, "during"));
-        std::thread::sleep(Duration::from_millis(150));
+        // Kill once host 0 is generating for the batch (not at a fixed
+        // time: on a loaded machine the batch may not have reached it yet).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && s_ref.gpus[0].metric("gpu_host_running_sequences").unwrap_or(0.0) < 1.0
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // SIGKILL by pid: the batch threads hold shared borrows of the stack.
         unsafe { libc::kill(s_ref.gpus[0].pid() as i32, libc::SIGKILL) };
         batch.join().unwrap()
