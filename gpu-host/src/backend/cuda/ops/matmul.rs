@@ -290,11 +290,10 @@ impl Gemm {
         // that reads it, under the plans lock.
         unsafe {
             if let Some(b) = bias {
-                lt::set_matmul_desc_attribute(
+                set_desc_attribute(
                     plan.desc,
                     sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                    &b as *const u64 as *const c_void,
-                    std::mem::size_of::<u64>(),
+                    &b,
                 )?;
             }
             lt::matmul(
@@ -359,17 +358,15 @@ impl Plan {
         };
         // SAFETY: the descriptors were just created; attribute sizes match their C types.
         unsafe {
-            lt::set_matmul_desc_attribute(
+            set_desc_attribute(
                 desc,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
-                &transpose as *const i32 as *const c_void,
-                std::mem::size_of::<i32>(),
+                &transpose,
             )?;
-            lt::set_matmul_desc_attribute(
+            set_desc_attribute(
                 desc,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
-                &epilogue as *const sys::cublasLtEpilogue_t as *const c_void,
-                std::mem::size_of::<sys::cublasLtEpilogue_t>(),
+                &epilogue,
             )?;
             plan.algo = best_algo(handle, desc, a, b, d)?;
         }
@@ -533,17 +530,15 @@ impl Plan {
         let (ta, tb) = (op(key.trans_b), op(key.trans_a));
         // SAFETY: the descriptors were just created; attribute sizes match their C types.
         unsafe {
-            lt::set_matmul_desc_attribute(
+            set_desc_attribute(
                 desc,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
-                &ta as *const i32 as *const c_void,
-                std::mem::size_of::<i32>(),
+                &ta,
             )?;
-            lt::set_matmul_desc_attribute(
+            set_desc_attribute(
                 desc,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
-                &tb as *const i32 as *const c_void,
-                std::mem::size_of::<i32>(),
+                &tb,
             )?;
             plan.algo = best_algo(handle, desc, first, second, d)?;
         }
@@ -578,4 +573,25 @@ unsafe fn best_algo(
         let _ = lt::destroy_matmul_pref(pref);
         Ok(heuristic?.algo)
     }
+}
+
+/// Sets one attribute of a matmul descriptor from a value of its C type.
+///
+/// # Safety
+/// `desc` must be a live descriptor and `T` the attribute's C type.
+unsafe fn set_desc_attribute<T>(
+    desc: sys::cublasLtMatmulDesc_t,
+    attribute: sys::cublasLtMatmulDescAttributes_t,
+    value: &T,
+) -> Result<()> {
+    // SAFETY: as the caller promises; the pointer and size describe `value`.
+    unsafe {
+        lt::set_matmul_desc_attribute(
+            desc,
+            attribute,
+            value as *const T as *const c_void,
+            std::mem::size_of::<T>(),
+        )
+    }?;
+    Ok(())
 }
