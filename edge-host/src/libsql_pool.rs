@@ -19,6 +19,16 @@
 //! behind the writer turn (the turn is released before the wait). A write
 //! is on disk when its guest gets the answer, as with `synchronous=FULL`
 //! (which is what a connection keeps when WAL mode is not available).
+//!
+//! Single-statement writes are group-committed too ([`DbPool::write_batched`]):
+//! an `INSERT`, `UPDATE`, `DELETE` or `REPLACE` sent outside a transaction
+//! (a per-request counter, an audit row) goes to the database's batch
+//! writer, which runs every such statement queued meanwhile in one
+//! transaction, each inside its own savepoint, so that each still succeeds
+//! or fails alone, exactly as in autocommit. One commit, one WAL append and
+//! one invalidation of the other connections' page caches then serve a
+//! whole batch instead of one each, which under concurrent writers cost
+//! more than the statements.
 
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -97,6 +107,25 @@ async fn collect(mut rows: libsql::Rows) -> libsql::Result<Answer> {
     Ok((columns, out))
 }
 
+/// What a statement run by the batch writer did (see [`DbPool::write_batched`]).
+pub struct Written {
+    pub answer: Answer,
+    /// Rows it changed (`sqlite3_changes`).
+    pub changes: u64,
+    /// The rowid it inserted, for an `INSERT`/`REPLACE` that changed rows.
+    pub inserted_rowid: Option<i64>,
+}
+
+/// One statement queued for the batch writer, and where its answer goes.
+struct QueuedWrite {
+    sql: String,
+    params: Vec<libsql::Value>,
+    reply: tokio::sync::oneshot::Sender<Result<Written, String>>,
+}
+
+/// Most statements one batch transaction runs.
+const MAX_BATCH: usize = 256;
+
 pub struct DbPool {
     db: libsql::Database,
     idle: Mutex<Vec<Conn>>,
@@ -106,7 +135,9 @@ pub struct DbPool {
     /// One writer at a time (local databases only).
     writers: Arc<tokio::sync::Mutex<()>>,
     /// A local file in WAL mode: the group fsync of its WAL.
-    group: Option<GroupSync>,
+    group: Option<Arc<GroupSync>>,
+    /// A local file in WAL mode: the queue of the batch writer.
+    batch: Option<tokio::sync::mpsc::UnboundedSender<QueuedWrite>>,
     /// Reads run on the calling task (see [`DbPool::reads_in_place`]).
     reads_in_place: bool,
 }
@@ -140,7 +171,7 @@ impl DbPool {
             .build()
             .await
             .with_context(|| format!("opening libsql database {}", path.display()))?;
-        let mut pool = Self { db, idle: Mutex::new(Vec::new()), local: true, shared: None, writers: Default::default(), group: None, reads_in_place: false };
+        let mut pool = Self { db, idle: Mutex::new(Vec::new()), local: true, shared: None, writers: Default::default(), group: None, batch: None, reads_in_place: false };
         let conn = pool.connect().await?;
         if path == Path::new(":memory:") {
             pool.shared = Some(conn);
@@ -150,14 +181,19 @@ impl DbPool {
             if mode.eq_ignore_ascii_case("wal") {
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
-                pool.group = Some(GroupSync {
+                let group = Arc::new(GroupSync {
                     wal: PathBuf::from(wal),
                     commits: AtomicU64::new(0),
                     synced: AtomicU64::new(0),
                     syncing: tokio::sync::Mutex::new(()),
                 });
+                pool.group = Some(group.clone());
                 // This first connection was opened with FULL; the next ones NORMAL.
                 pragma(&conn, "PRAGMA synchronous=NORMAL").await?;
+                let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
+                let writer = pool.connect().await?;
+                tokio::spawn(batch_writer(queued, writer, pool.writers.clone(), group));
+                pool.batch = Some(queue);
                 pool.reads_in_place = std::env::var_os("EDGE_HOST_READS_OFF_RUNTIME").is_none();
             } else {
                 tracing::warn!(path = %path.display(), mode, "WAL mode unavailable; every commit fsyncs on its own");
@@ -173,7 +209,7 @@ impl DbPool {
             .build()
             .await
             .with_context(|| format!("connecting to libsql server {url}"))?;
-        Ok(Self { db, idle: Mutex::new(Vec::new()), local: false, shared: None, writers: Default::default(), group: None, reads_in_place: false })
+        Ok(Self { db, idle: Mutex::new(Vec::new()), local: false, shared: None, writers: Default::default(), group: None, batch: None, reads_in_place: false })
     }
 
     async fn connect(&self) -> Result<Conn> {
@@ -243,9 +279,37 @@ impl DbPool {
     /// started after the commit, running one if none is under way. A no-op
     /// where commits sync themselves (remote, `:memory:`, no WAL).
     pub async fn durable(&self) -> Result<()> {
-        let Some(g) = &self.group else {
-            return Ok(());
+        match &self.group {
+            Some(g) => g.durable().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether [`DbPool::write_batched`] is available (a local file in WAL mode).
+    pub fn batches_writes(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Runs `sql` (one [`batchable`] statement, outside any transaction)
+    /// through the batch writer and answers once its batch is committed and
+    /// on disk. The statement's own error (a constraint, a bad parameter)
+    /// is its alone: it is rolled back to its savepoint and the rest of the
+    /// batch commits.
+    pub async fn write_batched(&self, sql: String, params: Vec<libsql::Value>) -> Result<Written, String> {
+        let Some(queue) = &self.batch else {
+            return Err("this database has no batch writer".into());
         };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        queue
+            .send(QueuedWrite { sql, params, reply })
+            .map_err(|_| "the database's batch writer has stopped".to_string())?;
+        answer.await.map_err(|_| "the database's batch writer has stopped".to_string())?
+    }
+}
+
+impl GroupSync {
+    async fn durable(&self) -> Result<()> {
+        let g = self;
         let mine = g.commits.fetch_add(1, Ordering::SeqCst) + 1;
         let _one_at_a_time = g.syncing.lock().await;
         if g.synced.load(Ordering::SeqCst) >= mine {
@@ -267,7 +331,9 @@ impl DbPool {
         g.synced.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
+}
 
+impl DbPool {
     /// Returns a connection for reuse; one left inside a transaction is
     /// rolled back by being dropped instead.
     pub fn put(&self, conn: Conn) {
@@ -279,6 +345,98 @@ impl DbPool {
             idle.push(conn);
         }
     }
+}
+
+/// The batch writer of a local WAL database: takes every statement queued
+/// since its last batch, runs them in one transaction on its own
+/// connection while holding the writer turn, and answers each once the
+/// commit is on disk. The next batch gathers while this one syncs: the
+/// slower the disk, the larger the batches.
+async fn batch_writer(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<QueuedWrite>,
+    conn: Conn,
+    writers: Arc<tokio::sync::Mutex<()>>,
+    group: Arc<GroupSync>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(next) = queue.try_recv()
+        {
+            batch.push(next);
+        }
+        let (statements, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| ((w.sql, w.params), w.reply)).unzip();
+        let turn = tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned()).await.ok();
+        let c = conn.clone();
+        let outcome = tokio::task::spawn_blocking(move || futures::executor::block_on(run_batch(&c, statements)))
+            .await
+            .unwrap_or_else(|_| Err("the batch transaction panicked".into()));
+        drop(turn);
+        let results = match outcome {
+            Ok(results) => match group.durable().await {
+                Ok(()) => results,
+                Err(e) => replies.iter().map(|_| Err(format!("{e:#}"))).collect(),
+            },
+            Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result); // a caller that went away needs no answer
+        }
+    }
+}
+
+/// Runs one batch in a transaction, each statement in a savepoint; the
+/// outer error (the transaction could not begin or commit) fails them all.
+/// A batch of one runs on its own, in autocommit.
+async fn run_batch(conn: &Conn, statements: Vec<(String, Vec<libsql::Value>)>) -> Result<Vec<Result<Written, String>>, String> {
+    let text = |e: libsql::Error| e.to_string();
+    if statements.len() == 1 {
+        let (sql, params) = statements.into_iter().next().expect("one statement");
+        return Ok(vec![run_one(conn, &sql, params).await.map_err(text)]);
+    }
+    conn.run("BEGIN IMMEDIATE", vec![]).await.map_err(text)?;
+    let mut results = Vec::with_capacity(statements.len());
+    for (sql, params) in statements {
+        let result = async {
+            conn.run("SAVEPOINT batched_write", vec![]).await?;
+            match run_one(conn, &sql, params).await {
+                Ok(w) => {
+                    conn.run("RELEASE batched_write", vec![]).await?;
+                    Ok(Ok(w))
+                }
+                Err(e) => {
+                    conn.run("ROLLBACK TO batched_write", vec![]).await?;
+                    conn.run("RELEASE batched_write", vec![]).await?;
+                    Ok(Err(e.to_string()))
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(r) => results.push(r),
+            // The savepoint machinery itself failed: give up the batch.
+            Err(e) => return Err(abandon(conn, e).await),
+        }
+    }
+    if let Err(e) = conn.run("COMMIT", vec![]).await {
+        return Err(abandon(conn, e).await);
+    }
+    Ok(results)
+}
+
+/// Rolls an unfinished batch back and returns the error that ended it.
+async fn abandon(conn: &Conn, e: libsql::Error) -> String {
+    if !conn.is_autocommit() {
+        let _ = conn.run("ROLLBACK", vec![]).await;
+    }
+    e.to_string()
+}
+
+async fn run_one(conn: &Conn, sql: &str, params: Vec<libsql::Value>) -> libsql::Result<Written> {
+    let answer = conn.run(sql, params).await?;
+    let changes = conn.changes();
+    let inserts = may_insert(sql);
+    Ok(Written { answer, changes, inserted_rowid: (inserts && changes > 0).then(|| conn.last_insert_rowid()) })
 }
 
 /// Runs a database operation without stalling the async runtime. Local
@@ -301,6 +459,27 @@ pub async fn off_runtime<T: Send + 'static>(local: bool, op: impl Future<Output 
 /// (comments and whitespace skipped). Erring towards "writes" only costs a
 /// writer turn; `WITH` counts as a write (it may lead an `INSERT`).
 pub fn may_write(sql: &str) -> bool {
+    let word = leading_keyword(sql);
+    !(word.eq_ignore_ascii_case("select") || word.eq_ignore_ascii_case("values"))
+}
+
+/// Whether `sql` may go to the batch writer ([`DbPool::write_batched`]): a
+/// plain data change. Transaction control, DDL, `PRAGMA`, `ATTACH`,
+/// `VACUUM` and the like run on their own (several cannot run inside a
+/// transaction, and a guest's `BEGIN` must open its own).
+pub fn batchable(sql: &str) -> bool {
+    let word = leading_keyword(sql);
+    ["insert", "update", "delete", "replace"].iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// Whether `sql` may set the connection's last inserted rowid.
+pub fn may_insert(sql: &str) -> bool {
+    let word = leading_keyword(sql);
+    ["insert", "replace", "with"].iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// The first word of `sql`, comments and whitespace skipped.
+fn leading_keyword(sql: &str) -> &str {
     let mut s = sql;
     loop {
         s = s.trim_start();
@@ -312,8 +491,8 @@ pub fn may_write(sql: &str) -> bool {
             break;
         }
     }
-    let word: String = s.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-    !(word.eq_ignore_ascii_case("select") || word.eq_ignore_ascii_case("values"))
+    let end = s.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(s.len());
+    &s[..end]
 }
 
 /// Runs a PRAGMA and returns the first column of its first row as text.

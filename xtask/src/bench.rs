@@ -604,7 +604,8 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
             }
         };
         while Instant::now() < deadline {
-            if sender.ready().await.is_err() {
+            if let Err(e) = sender.ready().await {
+                if s.errors < 3 { eprintln!("DBG ready: {e:?}"); }
                 s.errors += 1;
                 continue 'reconnect;
             }
@@ -612,7 +613,8 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
             let t = Instant::now();
             let resp = match sender.send_request(req).await {
                 Ok(resp) => resp,
-                Err(_) => {
+                Err(e) => {
+                    if s.errors < 3 { eprintln!("DBG send: {e:?}"); }
                     s.errors += 1;
                     continue 'reconnect;
                 }
@@ -626,8 +628,9 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
                         .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     s.screen_us.extend(screen_us);
                 }
-                Ok(_) => s.errors += 1,
-                Err(_) => {
+                Ok(b) => { if s.errors < 3 { eprintln!("DBG status: {}", String::from_utf8_lossy(&b.to_bytes())); } s.errors += 1 }
+                Err(e) => {
+                    if s.errors < 3 { eprintln!("DBG body: {e:?}"); }
                     s.errors += 1;
                     continue 'reconnect;
                 }

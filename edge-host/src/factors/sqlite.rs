@@ -5,7 +5,7 @@
 //! says so); a component may open only the labels its manifest grants.
 
 use crate::factors::bindings::sqlite::{self, Error, QueryResult, RowResult, Value};
-use crate::libsql_pool::{Conn, DbPool, WriteTurn, may_write, off_runtime};
+use crate::libsql_pool::{Conn, DbPool, WriteTurn, batchable, may_insert, may_write, off_runtime};
 use crate::runtime_config::{RuntimeConfig, SqliteDatabaseConfig};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashSet};
@@ -67,6 +67,11 @@ pub struct Connection {
     /// The database's writer turn, held from a statement that opened a
     /// transaction (`BEGIN`) until the connection is back in autocommit.
     turn: Option<WriteTurn>,
+    /// What the last statement run by the batch writer did, for
+    /// `changes` and `last-insert-rowid` (it ran on the writer's
+    /// connection, not this one): see [`Connection::record`].
+    changes: Option<u64>,
+    inserted_rowid: Option<i64>,
 }
 
 impl Connection {
@@ -105,8 +110,8 @@ fn pool_for(ctx: &SqliteCtx, label: &str) -> Result<Arc<DbPool>, Error> {
 }
 
 async fn open_connection(pool: Arc<DbPool>) -> Result<Connection, Error> {
-    let conn = pool.get().await.map_err(io_error)?;
-    Ok(Connection { conn: Some(conn), pool, turn: None })
+    let conn = pool.get().await.map_err(|e| io_error(format!("{e:#}")))?;
+    Ok(Connection { conn: Some(conn), pool, turn: None, changes: None, inserted_rowid: None })
 }
 
 fn io_error(e: impl std::fmt::Display) -> Error {
@@ -141,6 +146,14 @@ struct StatementConn {
     holds_turn: bool,
 }
 
+/// How a statement ran, for the connection's `changes` and `last-insert-rowid`.
+enum Ran {
+    /// On the connection itself, which then knows.
+    Here { inserts: bool },
+    /// By the batch writer: its changes and the rowid it inserted, if any.
+    Batched { changes: u64, inserted_rowid: Option<i64> },
+}
+
 /// What to do with the resource's writer turn after a statement.
 enum TurnAfter {
     /// Back in autocommit: release any turn held.
@@ -155,7 +168,26 @@ enum TurnAfter {
 /// is already inside a transaction (which holds the turn, or began without
 /// it and then relies on SQLite's busy handler as before); a transaction
 /// keeps the turn until it ends.
-async fn run_statement(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter) {
+///
+/// A data change outside any transaction goes to the database's batch
+/// writer instead (group commit, see [`DbPool::write_batched`]).
+async fn run_statement(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter, Ran) {
+    if c.pool.batches_writes() && !c.holds_turn && c.conn.is_autocommit() && batchable(&statement) {
+        let params = params.into_iter().map(to_libsql).collect();
+        return match c.pool.write_batched(statement, params).await {
+            Ok(w) => {
+                let ran = Ran::Batched { changes: w.changes, inserted_rowid: w.inserted_rowid };
+                (Ok(query_result(w.answer)), TurnAfter::Release, ran)
+            }
+            Err(e) => (Err(Error::Io(e)), TurnAfter::Release, Ran::Batched { changes: 0, inserted_rowid: None }),
+        };
+    }
+    let ran = Ran::Here { inserts: may_insert(&statement) };
+    let (result, after) = run_statement_alone(c, statement, params).await;
+    (result, after, ran)
+}
+
+async fn run_statement_alone(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter) {
     let local = c.pool.is_local();
     let turn = if local && !c.holds_turn && c.conn.is_autocommit() && may_write(&statement) {
         c.pool.write_turn().await
@@ -186,23 +218,56 @@ impl Connection {
         StatementConn { conn: self.conn().clone(), pool: self.pool.clone(), holds_turn: self.turn.is_some() }
     }
 
-    fn apply(&mut self, after: TurnAfter) {
+    fn apply(&mut self, after: TurnAfter, ran: Ran) {
         match after {
             TurnAfter::Release => self.turn = None,
             TurnAfter::Keep(Some(t)) => self.turn = Some(t),
             TurnAfter::Keep(None) => {}
         }
+        self.record(ran);
+    }
+
+    /// Keeps `changes` and `last-insert-rowid` true to the guest's last
+    /// statements: a batched statement's own figures stand until a
+    /// statement run here replaces them (its changes always; the rowid
+    /// only if it may have inserted, as SQLite keeps the last insert's).
+    fn record(&mut self, ran: Ran) {
+        match ran {
+            Ran::Batched { changes, inserted_rowid } => {
+                self.changes = Some(changes);
+                if inserted_rowid.is_some() {
+                    self.inserted_rowid = inserted_rowid;
+                }
+            }
+            Ran::Here { inserts } => {
+                self.changes = None;
+                if inserts {
+                    self.inserted_rowid = None;
+                }
+            }
+        }
+    }
+
+    fn changes(&self) -> u64 {
+        self.changes.unwrap_or_else(|| self.conn().changes())
+    }
+
+    fn last_insert_rowid(&self) -> i64 {
+        self.inserted_rowid.unwrap_or_else(|| self.conn().last_insert_rowid())
     }
 }
 
 async fn run_statement_here(conn: &Conn, statement: &str, params: Vec<Value>) -> Result<QueryResult, Error> {
     let params: Vec<libsql::Value> = params.into_iter().map(to_libsql).collect();
-    let (columns, rows) = conn.run(statement, params).await.map_err(io_error)?;
+    Ok(query_result(conn.run(statement, params).await.map_err(io_error)?))
+}
+
+fn query_result((columns, rows): crate::libsql_pool::Answer) -> QueryResult {
     let rows = rows
         .into_iter()
         .map(|values| RowResult { values: values.into_iter().map(from_libsql).collect() })
         .collect();
-    Ok(QueryResult { columns, rows })
+    QueryResult { columns, rows }
 }
 
 fn with_conn<T>(
@@ -242,19 +307,19 @@ impl sqlite::HostConnection for SqliteView<'_> {
             Ok(c) => c.statement_conn(),
             Err(_) => return Ok(Err(Error::InvalidConnection)),
         };
-        let (result, after) = run_statement(c, statement, parameters).await;
+        let (result, after, ran) = run_statement(c, statement, parameters).await;
         if let Ok(c) = self.table.get_mut(&conn) {
-            c.apply(after);
+            c.apply(after, ran);
         }
         Ok(result)
     }
 
     fn last_insert_rowid(&mut self, conn: Resource<Connection>) -> wasmtime::Result<i64> {
-        Ok(self.table.get(&conn)?.conn().last_insert_rowid())
+        Ok(self.table.get(&conn)?.last_insert_rowid())
     }
 
     fn changes(&mut self, conn: Resource<Connection>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&conn)?.conn().changes())
+        Ok(self.table.get(&conn)?.changes())
     }
 
     fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
@@ -295,10 +360,10 @@ impl<T> sqlite::HostConnectionWithStore<T> for SqliteFactor {
         // The statement runs to completion before the rows are streamed:
         // SQLite rows are produced synchronously anyway, and a finished
         // statement releases its locks before the guest reads at its pace.
-        let (result, after) = run_statement(c, statement, parameters).await;
+        let (result, after, ran) = run_statement(c, statement, parameters).await;
         accessor.with(|mut access| {
             if let Ok(c) = access.get().table.get_mut(&conn) {
-                c.apply(after);
+                c.apply(after, ran);
             }
         });
         let result = match result {
@@ -318,13 +383,13 @@ impl<T> sqlite::HostConnectionWithStore<T> for SqliteFactor {
         accessor: &Accessor<T, Self>,
         conn: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        accessor.with(|mut access| Ok(access.get().table.get(&conn)?.conn().last_insert_rowid()))
+        accessor.with(|mut access| Ok(access.get().table.get(&conn)?.last_insert_rowid()))
     }
 
     async fn changes_async(
         accessor: &Accessor<T, Self>,
         conn: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        accessor.with(|mut access| Ok(access.get().table.get(&conn)?.conn().changes()))
+        accessor.with(|mut access| Ok(access.get().table.get(&conn)?.changes()))
     }
 }

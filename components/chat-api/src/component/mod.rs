@@ -76,6 +76,20 @@ async fn var(name: &str) -> String {
 }
 
 impl Config {
+    /// The configuration, read once per instance. The variables are the
+    /// app's, fixed for its life on edge-host (resolved when it starts,
+    /// and an instance serves at most a thousand requests), and Spin starts
+    /// every request in a fresh instance, which reads them anew. A failed
+    /// read is not kept: the next request tries again.
+    async fn get() -> Result<&'static Config, ApiError> {
+        static LOADED: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        if let Some(cfg) = LOADED.get() {
+            return Ok(cfg);
+        }
+        let cfg = Config::load().await?;
+        Ok(LOADED.get_or_init(|| cfg))
+    }
+
     async fn load() -> Result<Config, ApiError> {
         let secret = var("chat_secret").await;
         if secret.trim().len() < 16 {
@@ -113,15 +127,15 @@ fn json_reply(status: u16, body: String, extra: &[(&'static str, &str)]) -> Resu
 async fn serve(req: Request) -> Result<Reply, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let cfg = Config::load().await?;
+    let cfg = Config::get().await?;
     let db = store::open().await?;
     store::retry_busy(|| store::bootstrap(&db, &cfg.secret, &cfg.bootstrap_key, now())).await?;
     let token = web::bearer_token(req.headers());
     let caller = store::authenticate(&db, &cfg.secret, token.as_deref()).await?;
     let is = |m: http::Method| method == m;
     match path.as_str() {
-        "/v1/chat/completions" if is(http::Method::POST) => chat_completions(req, &cfg, &db, &caller).await,
-        "/v1/keys" if is(http::Method::POST) => create_key(req, &cfg, &db, &caller).await,
+        "/v1/chat/completions" if is(http::Method::POST) => chat_completions(req, cfg, &db, &caller).await,
+        "/v1/keys" if is(http::Method::POST) => create_key(req, cfg, &db, &caller).await,
         "/v1/keys" if is(http::Method::GET) => {
             keys::require_admin(caller.role)?;
             json_reply(200, json!({ "keys": store::list(&db).await? }).to_string(), &[])
