@@ -123,6 +123,14 @@ struct QueuedWrite {
     reply: tokio::sync::oneshot::Sender<Result<Written, String>>,
 }
 
+/// The connection shared by the batch writer and autocommit reads, one
+/// user at a time.
+#[derive(Clone)]
+struct Primary {
+    conn: Conn,
+    in_use: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// Most statements one batch transaction runs.
 const MAX_BATCH: usize = 256;
 
@@ -138,6 +146,9 @@ pub struct DbPool {
     group: Option<Arc<GroupSync>>,
     /// A local file in WAL mode: the queue of the batch writer.
     batch: Option<tokio::sync::mpsc::UnboundedSender<QueuedWrite>>,
+    /// A local file in WAL mode: the batch writer's connection, which also
+    /// runs reads made outside a transaction (see [`DbPool::read_on_primary`]).
+    primary: Option<Primary>,
     /// Reads run on the calling task (see [`DbPool::reads_in_place`]).
     reads_in_place: bool,
 }
@@ -171,7 +182,7 @@ impl DbPool {
             .build()
             .await
             .with_context(|| format!("opening libsql database {}", path.display()))?;
-        let mut pool = Self { db, idle: Mutex::new(Vec::new()), local: true, shared: None, writers: Default::default(), group: None, batch: None, reads_in_place: false };
+        let mut pool = Self { db, idle: Mutex::new(Vec::new()), local: true, shared: None, writers: Default::default(), group: None, batch: None, primary: None, reads_in_place: false };
         let conn = pool.connect().await?;
         if path == Path::new(":memory:") {
             pool.shared = Some(conn);
@@ -191,9 +202,10 @@ impl DbPool {
                 // This first connection was opened with FULL; the next ones NORMAL.
                 pragma(&conn, "PRAGMA synchronous=NORMAL").await?;
                 let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
-                let writer = pool.connect().await?;
-                tokio::spawn(batch_writer(queued, writer, pool.writers.clone(), group));
+                let primary = Primary { conn: pool.connect().await?, in_use: Default::default() };
+                tokio::spawn(batch_writer(queued, primary.clone(), pool.writers.clone(), group));
                 pool.batch = Some(queue);
+                pool.primary = Some(primary);
                 pool.reads_in_place = std::env::var_os("EDGE_HOST_READS_OFF_RUNTIME").is_none();
             } else {
                 tracing::warn!(path = %path.display(), mode, "WAL mode unavailable; every commit fsyncs on its own");
@@ -209,7 +221,7 @@ impl DbPool {
             .build()
             .await
             .with_context(|| format!("connecting to libsql server {url}"))?;
-        Ok(Self { db, idle: Mutex::new(Vec::new()), local: false, shared: None, writers: Default::default(), group: None, batch: None, reads_in_place: false })
+        Ok(Self { db, idle: Mutex::new(Vec::new()), local: false, shared: None, writers: Default::default(), group: None, batch: None, primary: None, reads_in_place: false })
     }
 
     async fn connect(&self) -> Result<Conn> {
@@ -285,6 +297,26 @@ impl DbPool {
         }
     }
 
+    /// Whether [`DbPool::read_on_primary`] runs reads (a local file in WAL mode).
+    pub fn has_primary(&self) -> bool {
+        self.primary.is_some()
+    }
+
+    /// Runs a read made outside any transaction on the primary connection,
+    /// the one the batch writer commits with; `None` where there is none.
+    ///
+    /// SQLite drops a connection's whole page cache when it sees that
+    /// another connection committed, so with a batched write per request
+    /// (a counter, an audit row) every pooled connection re-read its b-tree
+    /// pages from the file on nearly every query. The primary connection
+    /// sees its own commits and keeps its cache. Reads take turns on it
+    /// (a small query costs microseconds) and wait while a batch runs.
+    pub async fn read_on_primary(&self, sql: &str, params: Vec<libsql::Value>) -> Option<libsql::Result<Answer>> {
+        let primary = self.primary.as_ref()?;
+        let _turn = primary.in_use.lock().await;
+        Some(primary.conn.run(sql, params).await)
+    }
+
     /// Whether [`DbPool::write_batched`] is available (a local file in WAL mode).
     pub fn batches_writes(&self) -> bool {
         self.batch.is_some()
@@ -354,7 +386,7 @@ impl DbPool {
 /// slower the disk, the larger the batches.
 async fn batch_writer(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<QueuedWrite>,
-    conn: Conn,
+    primary: Primary,
     writers: Arc<tokio::sync::Mutex<()>>,
     group: Arc<GroupSync>,
 ) {
@@ -367,10 +399,12 @@ async fn batch_writer(
         }
         let (statements, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| ((w.sql, w.params), w.reply)).unzip();
         let turn = tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned()).await.ok();
-        let c = conn.clone();
+        let in_use = primary.in_use.clone().lock_owned().await;
+        let c = primary.conn.clone();
         let outcome = tokio::task::spawn_blocking(move || futures::executor::block_on(run_batch(&c, statements)))
             .await
             .unwrap_or_else(|_| Err("the batch transaction panicked".into()));
+        drop(in_use);
         drop(turn);
         let results = match outcome {
             Ok(results) => match group.durable().await {

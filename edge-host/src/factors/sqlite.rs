@@ -197,7 +197,16 @@ async fn run_statement_alone(c: StatementConn, statement: String, params: Vec<Va
     let writes = local && may_write(&statement);
     let conn = c.conn.clone();
     let result = if !writes && c.pool.reads_in_place() {
-        run_statement_here(&conn, &statement, params).await
+        // Outside a transaction: on the primary connection (warm cache).
+        if c.pool.has_primary() && !c.holds_turn && c.conn.is_autocommit() {
+            let params = params.into_iter().map(to_libsql).collect();
+            match c.pool.read_on_primary(&statement, params).await {
+                Some(answer) => answer.map(query_result).map_err(io_error),
+                None => Err(Error::Io("the database's primary connection is gone".into())),
+            }
+        } else {
+            run_statement_here(&conn, &statement, params).await
+        }
     } else {
         off_runtime(local, async move { run_statement_here(&conn, &statement, params).await }).await
     };
