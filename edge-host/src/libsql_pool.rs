@@ -350,18 +350,36 @@ impl GroupSync {
         // Covers every commit counted before it starts.
         let upto = g.commits.load(Ordering::SeqCst);
         let wal = g.wal.clone();
-        tokio::task::spawn_blocking(move || match std::fs::OpenOptions::new().write(true).open(&wal) {
-            Ok(f) => f.sync_data(),
-            // No WAL file: its content was checkpointed into the database
-            // (which SQLite syncs) and the file removed.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        })
-        .await
-        .context("the WAL fsync panicked")?
-        .with_context(|| format!("fsync of {}", g.wal.display()))?;
+        tokio::task::spawn_blocking(move || sync_file(&wal))
+            .await
+            .context("the WAL fsync panicked")?
+            .with_context(|| format!("fsync of {}", g.wal.display()))?;
         g.synced.fetch_max(upto, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// [`GroupSync::durable`] for a blocking thread that just committed
+    /// (the batch writer's): the fsync runs here, without another handoff.
+    fn durable_blocking(&self) -> Result<()> {
+        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = self.syncing.blocking_lock();
+        if self.synced.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        let upto = self.commits.load(Ordering::SeqCst);
+        sync_file(&self.wal).with_context(|| format!("fsync of {}", self.wal.display()))?;
+        self.synced.fetch_max(upto, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// fsyncs a WAL file's data. No file: its content was checkpointed into
+/// the database (which SQLite syncs) and the file removed.
+fn sync_file(wal: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new().write(true).open(wal) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -401,16 +419,21 @@ async fn batch_writer(
         let turn = tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned()).await.ok();
         let in_use = primary.in_use.clone().lock_owned().await;
         let c = primary.conn.clone();
-        let outcome = tokio::task::spawn_blocking(move || futures::executor::block_on(run_batch(&c, statements)))
-            .await
-            .unwrap_or_else(|_| Err("the batch transaction panicked".into()));
-        drop(in_use);
-        drop(turn);
+        let g = group.clone();
+        // One trip to the blocking pool: the batch, then its fsync (the
+        // connection and the writer turn are given up before the fsync).
+        let outcome = tokio::task::spawn_blocking(move || {
+            let results = futures::executor::block_on(run_batch(&c, statements));
+            drop(in_use);
+            drop(turn);
+            let results = results?;
+            g.durable_blocking().map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>(results)
+        })
+        .await
+        .unwrap_or_else(|_| Err("the batch transaction panicked".into()));
         let results = match outcome {
-            Ok(results) => match group.durable().await {
-                Ok(()) => results,
-                Err(e) => replies.iter().map(|_| Err(format!("{e:#}"))).collect(),
-            },
+            Ok(results) => results,
             Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
         };
         for (reply, result) in replies.into_iter().zip(results) {
@@ -564,6 +587,61 @@ mod tests {
                       "DELETE FROM t", "CREATE TABLE x (a)", "PRAGMA user_version=3", "", "selectx"] {
             assert!(may_write(write), "{write}");
         }
+    }
+
+    #[test]
+    fn batchable_statements() {
+        for yes in ["INSERT INTO t VALUES (1)", " update t set a=1", "-- c\nDELETE FROM t", "REPLACE INTO t VALUES (2)"] {
+            assert!(batchable(yes), "{yes}");
+        }
+        for no in ["BEGIN", "COMMIT", "SELECT 1", "CREATE TABLE x (a)", "PRAGMA user_version=3", "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a", "VACUUM", "insertx"] {
+            assert!(!batchable(no), "{no}");
+        }
+        assert!(may_insert("insert into t values (1)") && may_insert("WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a"));
+        assert!(!may_insert("UPDATE t SET a = 1"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_writes_succeed_or_fail_alone_and_are_durable() {
+        let dir = std::env::temp_dir().join(format!("libsql-pool-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = Arc::new(DbPool::open_local(&dir.join("t.db")).await.unwrap());
+        assert!(pool.batches_writes() && pool.has_primary());
+        let conn = pool.get().await.unwrap();
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)", ()).await.unwrap();
+        pool.put(conn);
+        // 64 writers at once (so batches form), every 8th a duplicate name.
+        let writers: Vec<_> = (0..64i64)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let name = if i % 8 == 7 { format!("n{}", i - 1) } else { format!("n{i}") };
+                    let sql = "INSERT INTO t (id, name) VALUES (?1, ?2)".to_string();
+                    (i, pool.write_batched(sql, vec![libsql::Value::Integer(i + 1000), libsql::Value::Text(name)]).await)
+                })
+            })
+            .collect();
+        for w in writers {
+            let (i, result) = w.await.unwrap();
+            if i % 8 == 7 {
+                let e = result.err().expect("a duplicate fails");
+                assert!(e.contains("UNIQUE"), "{e}");
+            } else {
+                let w = result.unwrap();
+                assert_eq!((w.changes, w.inserted_rowid), (1, Some(i + 1000)));
+            }
+        }
+        let (_, rows) = pool.read_on_primary("SELECT count(*) FROM t", vec![]).await.unwrap().unwrap();
+        assert_eq!(rows[0][0], libsql::Value::Integer(56), "every statement but the duplicates committed");
+        let g = pool.group.as_ref().unwrap();
+        assert!(g.synced.load(Ordering::SeqCst) >= 1, "the batches were fsynced");
+        let w = pool.write_batched("UPDATE t SET name = name || 'x' WHERE id >= 1010".into(), vec![]).await.unwrap();
+        assert_eq!((w.changes, w.inserted_rowid), (47, None));
+        // A fresh connection sees what the batches committed.
+        let fresh = pool.get().await.unwrap();
+        let (_, rows) = fresh.run("SELECT count(*) FROM t WHERE name LIKE '%x'", vec![]).await.unwrap();
+        assert_eq!(rows[0][0], libsql::Value::Integer(47));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -183,8 +183,11 @@ fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
         stats.percentile(50.0),
         p99,
         stats.errors,
-        if rps >= 5000.0 && p99 < 5.0 { "met" } else { "MISSED" }
+        if rps >= 5000.0 && p99 < 5.0 && stats.errors == 0 { "met" } else { "MISSED" }
     );
+    if let Some(e) = &stats.first_error {
+        println!("\nfirst failed request: {e}");
+    }
     if !stats.screen_us.is_empty() {
         let p = |q: f64| stats.screen_us[((q / 100.0 * stats.screen_us.len() as f64).ceil() as usize).clamp(1, stats.screen_us.len()) - 1];
         println!(
@@ -356,6 +359,9 @@ fn edge(root: &Path, args: EdgeArgs) -> Result<()> {
             s.errors,
             if pass { "PASS" } else { "FAIL" }
         );
+        if let Some(e) = &s.first_error {
+            println!("  {}: first failed request: {e}", route.path);
+        }
     }
     Ok(())
 }
@@ -539,6 +545,18 @@ struct Stats {
     /// The api's own `Server-Timing: screen` durations, microseconds.
     screen_us: Vec<u32>,
     elapsed: Duration,
+    /// What the first failed request got (a status and body, or the
+    /// connection error), so that an error count comes with its cause.
+    first_error: Option<String>,
+}
+
+impl Stats {
+    fn error(&mut self, what: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(what());
+        }
+    }
 }
 
 impl Stats {
@@ -570,6 +588,7 @@ async fn load_probe(addr: SocketAddr, probe: Probe, connections: usize, duration
         if let Ok(s) = t.await {
             total.ok += s.ok;
             total.errors += s.errors;
+            total.first_error = total.first_error.or(s.first_error);
             total.latencies_us.extend(s.latencies_us);
             total.screen_us.extend(s.screen_us);
         } else {
@@ -597,16 +616,15 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
     'reconnect: while Instant::now() < deadline {
         let mut sender = match connect::<Full<Bytes>>(addr).await {
             Ok(sender) => sender,
-            Err(_) => {
-                s.errors += 1;
+            Err(e) => {
+                s.error(|| format!("connecting: {e:#}"));
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         while Instant::now() < deadline {
             if let Err(e) = sender.ready().await {
-                if s.errors < 3 { eprintln!("DBG ready: {e:?}"); }
-                s.errors += 1;
+                s.error(|| format!("connection: {e}"));
                 continue 'reconnect;
             }
             let req = probe.request(&host);
@@ -614,12 +632,12 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
             let resp = match sender.send_request(req).await {
                 Ok(resp) => resp,
                 Err(e) => {
-                    if s.errors < 3 { eprintln!("DBG send: {e:?}"); }
-                    s.errors += 1;
+                    s.error(|| format!("sending: {e}"));
                     continue 'reconnect;
                 }
             };
-            let ok = resp.status() == hyper::StatusCode::OK;
+            let status = resp.status();
+            let ok = status == hyper::StatusCode::OK;
             let screen_us = server_timing_us(resp.headers(), "screen");
             match resp.into_body().collect().await {
                 Ok(_) if ok => {
@@ -628,10 +646,9 @@ async fn connection(addr: SocketAddr, probe: Probe, deadline: Instant) -> Stats 
                         .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     s.screen_us.extend(screen_us);
                 }
-                Ok(b) => { if s.errors < 3 { eprintln!("DBG status: {}", String::from_utf8_lossy(&b.to_bytes())); } s.errors += 1 }
+                Ok(body) => s.error(|| format!("{status}: {}", String::from_utf8_lossy(&body.to_bytes()))),
                 Err(e) => {
-                    if s.errors < 3 { eprintln!("DBG body: {e:?}"); }
-                    s.errors += 1;
+                    s.error(|| format!("reading the body: {e}"));
                     continue 'reconnect;
                 }
             }

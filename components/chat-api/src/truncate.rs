@@ -28,30 +28,40 @@ pub fn budget(context_tokens: usize, request: &Map<String, Value>) -> usize {
 /// Drops the oldest turns of `request["messages"]` until they fit
 /// `budget`; returns how many were dropped. 400 when even the kept ones
 /// (system prompt and last message) do not fit.
+///
+/// Keeping the newest turns that fit is the same as dropping the oldest
+/// until the rest fits, and it counts from the newest backwards: the turns
+/// older than the first one that does not fit are never tokenized (in a
+/// conversation twice the context, that is half the counting).
 pub fn truncate(request: &mut Map<String, Value>, budget: usize, count: impl Fn(&str) -> usize) -> Result<usize, ApiError> {
     let Some(Value::Array(messages)) = request.get_mut("messages") else {
         return Ok(0);
     };
-    let cost = |m: &Value| count(m["role"].as_str().unwrap_or("")) + count(m["content"].as_str().unwrap_or("")) + PER_MESSAGE;
-    let costs: Vec<usize> = messages.iter().map(cost).collect();
-    let mut total: usize = costs.iter().sum();
-    if total <= budget {
+    let n = messages.len();
+    if n == 0 {
         return Ok(0);
     }
-    let n = messages.len();
+    let cost = |m: &Value| count(m["role"].as_str().unwrap_or("")) + count(m["content"].as_str().unwrap_or("")) + PER_MESSAGE;
     let first_droppable = messages.iter().take(n - 1).take_while(|m| m["role"] == "system").count();
-    let mut drop_until = first_droppable;
-    while total > budget && drop_until < n - 1 {
-        total -= costs[drop_until];
-        drop_until += 1;
-    }
+    // What always stays: the leading system messages and the last message.
+    let mut total: usize = messages[..first_droppable].iter().map(cost).sum::<usize>() + cost(&messages[n - 1]);
     if total > budget {
         return Err(ApiError::bad_request(format!(
             "the system prompt and latest message need {total} tokens; the model's context leaves {budget} for the prompt"
         )));
     }
-    messages.drain(first_droppable..drop_until);
-    Ok(drop_until - first_droppable)
+    // Then the turns, newest first, while they fit.
+    let mut keep_from = n - 1;
+    while keep_from > first_droppable {
+        let c = cost(&messages[keep_from - 1]);
+        if total + c > budget {
+            break;
+        }
+        total += c;
+        keep_from -= 1;
+    }
+    messages.drain(first_droppable..keep_from);
+    Ok(keep_from - first_droppable)
 }
 
 #[cfg(test)]
@@ -83,6 +93,36 @@ mod tests {
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         assert_eq!(r["messages"][3]["content"], "now");
         assert_eq!(truncate(&mut r, 60, words).unwrap(), 0, "fits now");
+    }
+
+    #[test]
+    fn turns_older_than_the_budget_are_never_counted() {
+        let mut messages = vec![json!({"role": "system", "content": "sys"})];
+        for i in 0..100 {
+            messages.push(json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("turn{i} a b c")}));
+        }
+        let mut r = req(Value::Array(messages.clone()));
+        let counted = std::cell::RefCell::new(Vec::new());
+        // Every message costs 1 (role) + 4 (content) + 6 = 11; the system one 8.
+        let dropped = truncate(&mut r, 8 + 11 * 10, |t| {
+            counted.borrow_mut().push(t.to_string());
+            words(t)
+        })
+        .unwrap();
+        assert_eq!(dropped, 90);
+        let kept = r["messages"].as_array().unwrap();
+        assert_eq!(kept.len(), 11);
+        assert_eq!(kept[1]["content"], "turn90 a b c", "the newest ten turns stay");
+        let counted = counted.into_inner();
+        assert!(!counted.iter().any(|t| t.starts_with("turn0 ") || t.starts_with("turn50 ")), "old turns are not counted");
+        assert!(counted.len() <= 2 * 12, "counted {} texts", counted.len());
+        // The same cut as dropping the oldest one by one until it fits.
+        let mut by_dropping = Value::Array(messages);
+        let list = by_dropping.as_array_mut().unwrap();
+        while list.iter().map(|m| 1 + words(m["content"].as_str().unwrap()) + PER_MESSAGE).sum::<usize>() > 8 + 11 * 10 {
+            list.remove(1);
+        }
+        assert_eq!(&by_dropping, &r["messages"]);
     }
 
     #[test]

@@ -202,8 +202,12 @@ impl Pattern {
 pub struct AnchorIndex {
     patterns: usize,
     slots: usize,
-    /// Per pattern, the ids of its keyed mandatory slots.
-    pattern_slots: Vec<Vec<u32>>,
+    /// Per pattern, how many keyed mandatory slots it has.
+    needed: Vec<u32>,
+    /// Per slot, the pattern it belongs to.
+    owner: Vec<u32>,
+    /// Patterns with no keyed slot: candidates in every clause.
+    unkeyed: Vec<u32>,
     /// Slot ids by exact word and by prefix.
     exact: WordMap<Vec<u32>>,
     prefixes: WordMap<Vec<u32>>,
@@ -232,18 +236,25 @@ impl AnchorIndex {
         let mut index = AnchorIndex {
             patterns: 0,
             slots: 0,
-            pattern_slots: Vec::new(),
+            needed: Vec::new(),
+            owner: Vec::new(),
+            unkeyed: Vec::new(),
             exact: WordMap::default(),
             prefixes: WordMap::default(),
             prefix_lens: Vec::new(),
         };
         for p in patterns {
+            let pattern = index.patterns as u32;
             index.patterns += 1;
-            let mut ids = Vec::new();
-            for (exact, prefixes) in p.mandatory_keys() {
+            let keys = p.mandatory_keys();
+            index.needed.push(keys.len() as u32);
+            if keys.is_empty() {
+                index.unkeyed.push(pattern);
+            }
+            for (exact, prefixes) in keys {
                 let id = index.slots as u32;
                 index.slots += 1;
-                ids.push(id);
+                index.owner.push(pattern);
                 for w in exact {
                     let list = index.exact.entry(w.to_string()).or_default();
                     if list.last() != Some(&id) {
@@ -260,31 +271,43 @@ impl AnchorIndex {
                     }
                 }
             }
-            index.pattern_slots.push(ids);
         }
         index.prefix_lens.sort_unstable();
         index
     }
 
-    /// The patterns that can match somewhere in `tokens`.
+    /// The patterns that can match somewhere in `tokens`: each filled slot
+    /// counts towards its pattern, which is a candidate once all its keyed
+    /// slots are filled (work in proportion to the words that hit the index,
+    /// not to the number of patterns).
     pub fn candidates(&self, tokens: &[String]) -> Candidates {
         let mut filled = Candidates::new(self.slots);
-        for t in tokens {
-            for &id in self.exact.get(t.as_str()).into_iter().flatten() {
-                filled.insert(id as usize);
-            }
-            for &n in self.prefix_lens.iter().take_while(|&&n| n <= t.len()) {
-                if let Some(ids) = t.get(..n).and_then(|p| self.prefixes.get(p)) {
-                    for &id in ids {
-                        filled.insert(id as usize);
+        let mut count = vec![0u32; self.patterns];
+        let mut c = Candidates::new(self.patterns);
+        for &p in &self.unkeyed {
+            c.insert(p as usize);
+        }
+        let mut fill = |ids: &[u32]| {
+            for &id in ids {
+                let id = id as usize;
+                if !filled.contains(id) {
+                    filled.insert(id);
+                    let p = self.owner[id] as usize;
+                    count[p] += 1;
+                    if count[p] == self.needed[p] {
+                        c.insert(p);
                     }
                 }
             }
-        }
-        let mut c = Candidates::new(self.patterns);
-        for (i, slots) in self.pattern_slots.iter().enumerate() {
-            if slots.iter().all(|&s| filled.contains(s as usize)) {
-                c.insert(i);
+        };
+        for t in tokens {
+            if let Some(ids) = self.exact.get(t.as_str()) {
+                fill(ids);
+            }
+            for &n in self.prefix_lens.iter().take_while(|&&n| n <= t.len()) {
+                if let Some(ids) = t.get(..n).and_then(|p| self.prefixes.get(p)) {
+                    fill(ids);
+                }
             }
         }
         c
