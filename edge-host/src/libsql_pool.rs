@@ -131,6 +131,38 @@ struct Primary {
     in_use: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Copies the WAL back into the database for the batch writer (whose own
+/// connection does not checkpoint): SQLite's automatic checkpoint runs
+/// inside the commit that crosses its threshold, and on the primary
+/// connection that would hold every read waiting for milliseconds.
+struct Checkpointer {
+    conn: Conn,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Batches between checkpoints (SQLite's own default is every 1000 WAL pages;
+/// a batch commits a page or a few).
+const CHECKPOINT_EVERY: u32 = 500;
+
+impl Checkpointer {
+    /// Starts a passive checkpoint on the blocking pool unless one runs:
+    /// it copies what no reader still needs, blocking neither readers nor
+    /// the writer.
+    fn start(&self) {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let conn = self.conn.clone();
+        let running = self.running.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = futures::executor::block_on(pragma(&conn, "PRAGMA wal_checkpoint(PASSIVE)")) {
+                tracing::warn!(error = %format!("{e:#}"), "WAL checkpoint failed; the next one retries");
+            }
+            running.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
 /// Most statements one batch transaction runs.
 const MAX_BATCH: usize = 256;
 
@@ -156,6 +188,10 @@ pub struct DbPool {
 /// Group commit of a WAL file (see the module docs).
 struct GroupSync {
     wal: PathBuf,
+    /// The WAL, opened once: the pool's primary connection stays open for
+    /// the pool's life, so SQLite never deletes the file (it does so only
+    /// when the last connection closes) and this stays the file it writes.
+    wal_file: Mutex<Option<Arc<std::fs::File>>>,
     /// Commits counted so far (a commit is counted after it happened).
     commits: AtomicU64,
     /// Every commit up to this count is on disk.
@@ -194,6 +230,7 @@ impl DbPool {
                 wal.push("-wal");
                 let group = Arc::new(GroupSync {
                     wal: PathBuf::from(wal),
+                    wal_file: Mutex::new(None),
                     commits: AtomicU64::new(0),
                     synced: AtomicU64::new(0),
                     syncing: tokio::sync::Mutex::new(()),
@@ -203,7 +240,10 @@ impl DbPool {
                 pragma(&conn, "PRAGMA synchronous=NORMAL").await?;
                 let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
                 let primary = Primary { conn: pool.connect().await?, in_use: Default::default() };
-                tokio::spawn(batch_writer(queued, primary.clone(), pool.writers.clone(), group));
+                // Checkpoints run beside, not inside, the primary's commits.
+                pragma(&primary.conn, "PRAGMA wal_autocheckpoint=0").await?;
+                let checkpointer = Checkpointer { conn: pool.connect().await?, running: Default::default() };
+                tokio::spawn(batch_writer(queued, primary.clone(), pool.writers.clone(), group, checkpointer));
                 pool.batch = Some(queue);
                 pool.primary = Some(primary);
                 pool.reads_in_place = std::env::var_os("EDGE_HOST_READS_OFF_RUNTIME").is_none();
@@ -350,7 +390,8 @@ impl GroupSync {
         // Covers every commit counted before it starts.
         let upto = g.commits.load(Ordering::SeqCst);
         let wal = g.wal.clone();
-        tokio::task::spawn_blocking(move || sync_file(&wal))
+        let file = g.open_wal();
+        tokio::task::spawn_blocking(move || sync_file(&wal, file))
             .await
             .context("the WAL fsync panicked")?
             .with_context(|| format!("fsync of {}", g.wal.display()))?;
@@ -367,15 +408,29 @@ impl GroupSync {
             return Ok(());
         }
         let upto = self.commits.load(Ordering::SeqCst);
-        sync_file(&self.wal).with_context(|| format!("fsync of {}", self.wal.display()))?;
+        sync_file(&self.wal, self.open_wal()).with_context(|| format!("fsync of {}", self.wal.display()))?;
         self.synced.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
 }
 
+impl GroupSync {
+    /// The WAL file, opened on first use (`None` while it does not exist).
+    fn open_wal(&self) -> Option<Arc<std::fs::File>> {
+        let mut file = self.wal_file.lock().unwrap();
+        if file.is_none() {
+            *file = std::fs::OpenOptions::new().write(true).open(&self.wal).ok().map(Arc::new);
+        }
+        file.clone()
+    }
+}
+
 /// fsyncs a WAL file's data. No file: its content was checkpointed into
 /// the database (which SQLite syncs) and the file removed.
-fn sync_file(wal: &Path) -> std::io::Result<()> {
+fn sync_file(wal: &Path, file: Option<Arc<std::fs::File>>) -> std::io::Result<()> {
+    if let Some(f) = file {
+        return f.sync_data();
+    }
     match std::fs::OpenOptions::new().write(true).open(wal) {
         Ok(f) => f.sync_data(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -407,7 +462,9 @@ async fn batch_writer(
     primary: Primary,
     writers: Arc<tokio::sync::Mutex<()>>,
     group: Arc<GroupSync>,
+    checkpointer: Checkpointer,
 ) {
+    let mut since_checkpoint = 0u32;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH
@@ -438,6 +495,11 @@ async fn batch_writer(
         };
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result); // a caller that went away needs no answer
+        }
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            since_checkpoint = 0;
+            checkpointer.start();
         }
     }
 }

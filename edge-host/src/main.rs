@@ -4,6 +4,7 @@
 mod compose;
 mod factors;
 mod libsql_pool;
+mod log_writer;
 mod manifest;
 mod router;
 mod runtime;
@@ -62,12 +63,13 @@ struct UpArgs {
 }
 
 fn main() {
+    let log = log_writer::BufferedStderr::start();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -78,6 +80,7 @@ fn main() {
             .expect("tokio runtime")
             .block_on(up(args)),
     };
+    log.flush();
     if let Err(e) = result {
         eprintln!("edge-host: error: {e:#}");
         std::process::exit(1);

@@ -210,7 +210,7 @@ impl HttpTrigger {
         local: Option<SocketAddr>,
     ) -> Response<HostBody> {
         let started = Instant::now();
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let request_id = next_request_id();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let (mut response, route) = match self.router.route(&path) {
@@ -295,6 +295,19 @@ impl HttpTrigger {
             }
         }
     }
+}
+
+/// A request id: 32 hex digits, a random per-process half and a counter,
+/// so unique without asking the kernel for randomness on every request
+/// (ids name requests in logs and errors; nothing relies on guessing them
+/// being hard).
+fn next_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    format!("{process:016x}{:016x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Spin's request headers. Any `spin-*` header the client sent is dropped
