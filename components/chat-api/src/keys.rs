@@ -30,7 +30,23 @@ pub fn generate_id() -> Result<String, ApiError> {
 
 /// HMAC-SHA256(`secret`, `purpose` ‖ 0 ‖ `data`).
 pub fn mac(secret: &[u8], purpose: &str, data: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    // The keyed state (the secret's inner and outer pads, two SHA-256
+    // blocks) is computed once per instance and cloned for each MAC; a
+    // cached chat request takes four.
+    thread_local! {
+        static KEYED: std::cell::RefCell<Option<(Vec<u8>, Hmac<Sha256>)>> = const { std::cell::RefCell::new(None) };
+    }
+    let mut m = KEYED.with(|k| {
+        let mut k = k.borrow_mut();
+        match &*k {
+            Some((s, m)) if s.as_slice() == secret => m.clone(),
+            _ => {
+                let m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+                *k = Some((secret.to_vec(), m.clone()));
+                m
+            }
+        }
+    });
     m.update(purpose.as_bytes());
     m.update(&[0]);
     m.update(data);
