@@ -13,11 +13,13 @@
 //!    model `bench-32k`'s profile (context 2,048 tokens) and sends
 //!    conversations of about 4,000 tokens (counted with the same tokenizer,
 //!    natively), one at a time.
-//! 3. The api times the truncation itself (counting every message with the
-//!    model's tokenizer, cutting the oldest turns) and reports it in
-//!    `Server-Timing: truncate;dur=<ms>`; the bench prints the percentiles
-//!    for new conversations (every message tokenized for the first time:
-//!    each request is a miss answered by the stand-in), for a conversation
+//! 3. The api times the truncation itself (counting messages with the
+//!    model's tokenizer, newest first until the budget is spent, and cutting
+//!    the oldest turns) and reports it in `Server-Timing:
+//!    truncate;dur=<ms>`; the bench prints the percentiles for new
+//!    conversations (no message seen before, so every message that fits, and
+//!    the first that does not, tokenized for the first time: each request
+//!    is a miss answered by the stand-in), for a conversation
 //!    going on (each request drops the two oldest turns and adds a new
 //!    exchange: an instance counts a message it has seen once, see
 //!    `components/chat-api/src/component/tokens.rs`) and for a repeated
@@ -191,7 +193,7 @@ pub fn run(root: &std::path::Path, args: TruncateArgs) -> Result<()> {
     println!("\n| conversations | requests | truncation p50 ms | p99 ms | max ms | request p50 ms | p99 ms | target (truncation p99 < 5 ms) |");
     println!("|---|---|---|---|---|---|---|---|");
     for (name, s) in [
-        ("new each time: every message tokenized (miss)", &mut fresh),
+        ("new each time: no message seen before (miss)", &mut fresh),
         ("going on: one new exchange per request (miss)", &mut going_on),
         ("repeated (cache hit)", &mut repeated),
     ] {
