@@ -198,7 +198,7 @@ struct GroupSync {
     synced: AtomicU64,
     /// One fsync at a time; waiters whose commit the running one covers
     /// return without another.
-    syncing: tokio::sync::Mutex<()>,
+    syncing: Mutex<()>,
 }
 
 impl DbPool {
@@ -233,7 +233,7 @@ impl DbPool {
                     wal_file: Mutex::new(None),
                     commits: AtomicU64::new(0),
                     synced: AtomicU64::new(0),
-                    syncing: tokio::sync::Mutex::new(()),
+                    syncing: Mutex::new(()),
                 });
                 pool.group = Some(group.clone());
                 // This first connection was opened with FULL; the next ones NORMAL.
@@ -332,7 +332,12 @@ impl DbPool {
     /// where commits sync themselves (remote, `:memory:`, no WAL).
     pub async fn durable(&self) -> Result<()> {
         match &self.group {
-            Some(g) => g.durable().await,
+            Some(g) => {
+                let g = g.clone();
+                tokio::task::spawn_blocking(move || g.durable_blocking())
+                    .await
+                    .context("the WAL fsync panicked")?
+            }
             None => Ok(()),
         }
     }
@@ -380,61 +385,40 @@ impl DbPool {
 }
 
 impl GroupSync {
-    async fn durable(&self) -> Result<()> {
-        let g = self;
-        let mine = g.commits.fetch_add(1, Ordering::SeqCst) + 1;
-        let _one_at_a_time = g.syncing.lock().await;
-        if g.synced.load(Ordering::SeqCst) >= mine {
+    /// Returns once every commit counted so far, the caller's included, is
+    /// on disk (see [`DbPool::durable`]); on a blocking thread, which the
+    /// batch writer calls right after its commit, without another handoff.
+    fn durable_blocking(&self) -> Result<()> {
+        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.load(Ordering::SeqCst) >= mine {
             return Ok(()); // an fsync that started after our commit finished
         }
         // Covers every commit counted before it starts.
-        let upto = g.commits.load(Ordering::SeqCst);
-        let wal = g.wal.clone();
-        let file = g.open_wal();
-        tokio::task::spawn_blocking(move || sync_file(&wal, file))
-            .await
-            .context("the WAL fsync panicked")?
-            .with_context(|| format!("fsync of {}", g.wal.display()))?;
-        g.synced.fetch_max(upto, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// [`GroupSync::durable`] for a blocking thread that just committed
-    /// (the batch writer's): the fsync runs here, without another handoff.
-    fn durable_blocking(&self) -> Result<()> {
-        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-        let _one_at_a_time = self.syncing.blocking_lock();
-        if self.synced.load(Ordering::SeqCst) >= mine {
-            return Ok(());
-        }
         let upto = self.commits.load(Ordering::SeqCst);
-        sync_file(&self.wal, self.open_wal()).with_context(|| format!("fsync of {}", self.wal.display()))?;
+        let synced = match self.open_wal() {
+            Ok(Some(f)) => f.sync_data(),
+            // No WAL file: its content was checkpointed into the database
+            // (which SQLite syncs) and the file removed.
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        synced.with_context(|| format!("fsync of {}", self.wal.display()))?;
         self.synced.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
-}
 
-impl GroupSync {
-    /// The WAL file, opened on first use (`None` while it does not exist).
-    fn open_wal(&self) -> Option<Arc<std::fs::File>> {
-        let mut file = self.wal_file.lock().unwrap();
+    /// The WAL file, opened on first use; `None` while it does not exist.
+    fn open_wal(&self) -> std::io::Result<Option<Arc<std::fs::File>>> {
+        let mut file = self.wal_file.lock().unwrap_or_else(|p| p.into_inner());
         if file.is_none() {
-            *file = std::fs::OpenOptions::new().write(true).open(&self.wal).ok().map(Arc::new);
+            match std::fs::OpenOptions::new().write(true).open(&self.wal) {
+                Ok(f) => *file = Some(Arc::new(f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
         }
-        file.clone()
-    }
-}
-
-/// fsyncs a WAL file's data. No file: its content was checkpointed into
-/// the database (which SQLite syncs) and the file removed.
-fn sync_file(wal: &Path, file: Option<Arc<std::fs::File>>) -> std::io::Result<()> {
-    if let Some(f) = file {
-        return f.sync_data();
-    }
-    match std::fs::OpenOptions::new().write(true).open(wal) {
-        Ok(f) => f.sync_data(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        Ok(file.clone())
     }
 }
 
