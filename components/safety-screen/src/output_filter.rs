@@ -6,7 +6,7 @@
 //! is shown instead.
 
 use crate::normalise::normalise;
-use crate::pattern::Pattern;
+use crate::pattern::{Compiler, Pattern};
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
@@ -144,15 +144,18 @@ struct CompiledOut {
 
 fn compiled() -> &'static CompiledOut {
     static C: OnceLock<CompiledOut> = OnceLock::new();
-    C.get_or_init(|| CompiledOut {
-        rules: OUT_RULES
-            .iter()
-            .map(|r| {
-                let pats = r.patterns.iter().filter(|p| **p != "#dose").map(|p| Pattern::compile(p, OUT_SETS)).collect();
-                let unless = r.unless.iter().map(|p| Pattern::compile(p, OUT_SETS)).collect();
-                (r, pats, unless)
-            })
-            .collect(),
+    C.get_or_init(|| {
+        let mut compiler = Compiler::new(OUT_SETS);
+        CompiledOut {
+            rules: OUT_RULES
+                .iter()
+                .map(|r| {
+                    let pats = r.patterns.iter().filter(|p| **p != "#dose").map(|p| compiler.compile(p)).collect();
+                    let unless = r.unless.iter().map(|p| compiler.compile(p)).collect();
+                    (r, pats, unless)
+                })
+                .collect(),
+        }
     })
 }
 

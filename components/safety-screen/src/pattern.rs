@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// A fast hash for the word tables (FxHash's mixing, 8 bytes at a time).
 /// The tables are fixed at compile time and only looked up with message
@@ -46,27 +47,126 @@ impl Hasher for WordHasher {
 }
 
 type Fast = BuildHasherDefault<WordHasher>;
-pub type WordMap<V> = HashMap<String, V, Fast>;
-pub type WordSet = HashSet<String, Fast>;
+/// Keyed by words of the static rule tables (no allocation per word:
+/// compiling the rule set is what a fresh instance pays on its first call).
+pub type WordMap<V> = HashMap<&'static str, V, Fast>;
+pub type WordSet = HashSet<&'static str, Fast>;
 
 #[derive(Debug, Clone)]
 enum Word {
-    Exact(String),
-    Prefix(String),
+    Exact(&'static str),
+    Prefix(&'static str),
     Many,
 }
 
-/// The alternatives of one slot, split for speed: one-word exact
-/// alternatives go in a hash set (a slot may list a hundred words).
+/// Some alternatives, split for speed: one-word exact alternatives go in a
+/// hash set (a slot may list a hundred words).
 #[derive(Debug, Clone, Default)]
-struct Alternatives {
+struct Words {
     singles: WordSet,
-    prefixes: Vec<String>,
+    prefixes: Vec<&'static str>,
     many: bool,
     multi: Vec<Vec<Word>>,
     /// Indices into `multi` by exact first word; the rest start with a prefix.
     multi_by_first: WordMap<Vec<usize>>,
     multi_other: Vec<usize>,
+}
+
+/// The alternatives of one slot: its own words, and the named sets
+/// (`@person`) it lists, each compiled once and shared by every slot that
+/// names it (the rules name a few sets hundreds of times).
+#[derive(Debug, Clone, Default)]
+struct Alternatives {
+    own: Words,
+    shared: Vec<Arc<Words>>,
+}
+
+impl Alternatives {
+    fn parts(&self) -> impl Iterator<Item = &Words> {
+        std::iter::once(&self.own).chain(self.shared.iter().map(|w| &**w))
+    }
+    fn many(&self) -> bool {
+        self.parts().any(|w| w.many)
+    }
+    fn len(&self) -> usize {
+        self.parts().map(|w| w.singles.len() + w.prefixes.len() + w.multi.len()).sum()
+    }
+}
+
+/// Compiles patterns against one table of named sets, each set once.
+pub struct Compiler {
+    sets: &'static [(&'static str, &'static str)],
+    compiled: HashMap<&'static str, Arc<Words>>,
+}
+
+impl Compiler {
+    pub fn new(sets: &'static [(&'static str, &'static str)]) -> Compiler {
+        Compiler { sets, compiled: HashMap::new() }
+    }
+
+    /// Compiles `source` (see [`Pattern::compile`]).
+    pub fn compile(&mut self, source: &'static str) -> Pattern {
+        let mut slots = Vec::new();
+        for item in source.split_whitespace() {
+            let slot = match item {
+                ".." => Slot::Gap(3),
+                "..." => Slot::Gap(6),
+                _ if item.starts_with('[') => {
+                    let inner = item
+                        .strip_prefix('[')
+                        .and_then(|s| s.strip_suffix(']'))
+                        .unwrap_or_else(|| panic!("unclosed optional slot in pattern `{source}`"));
+                    Slot::Optional(self.alternatives(inner, source))
+                }
+                _ => Slot::One(self.alternatives(item, source)),
+            };
+            slots.push(slot);
+        }
+        assert!(!slots.is_empty(), "empty pattern");
+        let anchor = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::One(a) if !a.many() => Some((i, a.len())),
+                _ => None,
+            })
+            .min_by_key(|&(_, n)| n)
+            .map(|(i, _)| i);
+        Pattern { slots, anchor }
+    }
+
+    /// A slot's alternatives: its own words, and each `@set` (alone in
+    /// its alternative) as the shared compiled set.
+    fn alternatives(&mut self, item: &'static str, source: &str) -> Alternatives {
+        let mut alts = Alternatives::default();
+        for alt in item.split('|') {
+            if let Some(name) = alt.strip_prefix('@') {
+                let set = match self.compiled.get(name) {
+                    Some(set) => set.clone(),
+                    None => {
+                        let mut words = Words::default();
+                        add_words(&mut words, set_list(self.sets, name, source), self.sets, source);
+                        words.index_multi();
+                        let (name, _) = self.sets.iter().find(|(n, _)| *n == name).expect("found above");
+                        self.compiled.entry(name).or_insert(Arc::new(words)).clone()
+                    }
+                };
+                alts.shared.push(set);
+            } else {
+                add_words(&mut alts.own, alt, self.sets, source);
+            }
+        }
+        alts.own.index_multi();
+        alts
+    }
+}
+
+/// The word list of set `@name`.
+fn set_list(sets: &'static [(&'static str, &'static str)], name: &str, source: &str) -> &'static str {
+    sets.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, list)| *list)
+        .unwrap_or_else(|| panic!("unknown set @{name} in pattern `{source}`"))
 }
 
 #[derive(Debug, Clone)]
@@ -102,34 +202,9 @@ const MANY_WORDS: &[&str] = &[
 impl Pattern {
     /// Compiles `source`; `sets` resolves `@name`. Panics on a malformed
     /// pattern: the rule table is static and a unit test compiles it all.
-    pub fn compile(source: &str, sets: &[(&str, &str)]) -> Pattern {
-        let mut slots = Vec::new();
-        for item in source.split_whitespace() {
-            let slot = match item {
-                ".." => Slot::Gap(3),
-                "..." => Slot::Gap(6),
-                _ if item.starts_with('[') => {
-                    let inner = item
-                        .strip_prefix('[')
-                        .and_then(|s| s.strip_suffix(']'))
-                        .unwrap_or_else(|| panic!("unclosed optional slot in pattern `{source}`"));
-                    Slot::Optional(alternatives(inner, sets, source))
-                }
-                _ => Slot::One(alternatives(item, sets, source)),
-            };
-            slots.push(slot);
-        }
-        assert!(!slots.is_empty(), "empty pattern");
-        let anchor = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                Slot::One(a) if !a.many => Some((i, a.singles.len() + a.prefixes.len() + a.multi.len())),
-                _ => None,
-            })
-            .min_by_key(|&(_, n)| n)
-            .map(|(i, _)| i);
-        Pattern { slots, anchor }
+    /// (Many patterns over one table: [`Compiler`], which compiles each set once.)
+    pub fn compile(source: &'static str, sets: &'static [(&'static str, &'static str)]) -> Pattern {
+        Compiler::new(sets).compile(source)
     }
 
     /// Whether some token could start an alternative of the anchor slot.
@@ -138,9 +213,11 @@ impl Pattern {
             return true;
         };
         tokens.iter().any(|t| {
-            a.singles.contains(t.as_str())
-                || a.prefixes.iter().any(|p| t.starts_with(p.as_str()))
-                || a.multi.iter().any(|m| m.first().is_some_and(|w| word_matches(w, t)))
+            a.parts().any(|a| {
+                a.singles.contains(t.as_str())
+                    || a.prefixes.iter().any(|p| t.starts_with(p))
+                    || a.multi.iter().any(|m| m.first().is_some_and(|w| word_matches(w, t)))
+            })
         })
     }
 
@@ -164,32 +241,49 @@ impl Pattern {
         })
     }
 
-    /// For each mandatory slot that names its words: (exact words,
-    /// prefixes), one of which some token must be for the pattern to match
-    /// (a multi-word alternative by its first word). Slots that any token
-    /// may satisfy (optional, gaps, `#many`, an empty prefix) are left out.
-    fn mandatory_keys(&self) -> Vec<(Vec<&str>, Vec<&str>)> {
+    /// For each mandatory slot that names its words, its keys: one of
+    /// them must be some token for the pattern to match (a multi-word
+    /// alternative counts by its first word). Slots that any token may
+    /// satisfy (optional, gaps, `#many`, an empty prefix) are left out.
+    fn mandatory_keys(&self) -> Vec<SlotKeys<'_>> {
         let mut keys = Vec::new();
-        'slots: for slot in &self.slots {
-            let Slot::One(a) = slot else { continue };
-            if a.many {
+        for slot in &self.slots {
+            let Slot::One(alts) = slot else { continue };
+            if alts.many() || alts.shared.iter().any(|w| w.keys().is_none()) {
                 continue;
             }
-            let mut exact: Vec<&str> = a.singles.iter().map(String::as_str).collect();
-            let mut prefixes: Vec<&str> = a.prefixes.iter().map(String::as_str).collect();
-            for m in &a.multi {
-                match m.first() {
-                    Some(Word::Exact(w)) => exact.push(w),
-                    Some(Word::Prefix(p)) => prefixes.push(p),
-                    _ => continue 'slots,
-                }
-            }
-            if prefixes.iter().any(|p| p.is_empty()) {
-                continue;
-            }
-            keys.push((exact, prefixes));
+            let Some((exact, prefixes)) = alts.own.keys() else { continue };
+            keys.push(SlotKeys { exact, prefixes, sets: alts.shared.iter().collect() });
         }
         keys
+    }
+}
+
+/// What a mandatory slot can be filled by: its own words and prefixes, and
+/// any word of its shared sets.
+struct SlotKeys<'a> {
+    exact: Vec<&'static str>,
+    prefixes: Vec<&'static str>,
+    sets: Vec<&'a Arc<Words>>,
+}
+
+impl Words {
+    /// (exact words, prefixes) one of which a token must be to start one of
+    /// these alternatives; `None` when any token may (`#many`, `*`).
+    fn keys(&self) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
+        if self.many || self.prefixes.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let mut exact: Vec<&'static str> = self.singles.iter().copied().collect();
+        let mut prefixes = self.prefixes.clone();
+        for m in &self.multi {
+            match m.first() {
+                Some(Word::Exact(w)) => exact.push(w),
+                Some(Word::Prefix(p)) if !p.is_empty() => prefixes.push(p),
+                _ => return None,
+            }
+        }
+        Some((exact, prefixes))
     }
 }
 
@@ -208,11 +302,29 @@ pub struct AnchorIndex {
     owner: Vec<u32>,
     /// Patterns with no keyed slot: candidates in every clause.
     unkeyed: Vec<u32>,
-    /// Slot ids by exact word and by prefix.
-    exact: WordMap<Vec<u32>>,
-    prefixes: WordMap<Vec<u32>>,
+    /// Per shared set, the slots that list it.
+    set_slots: Vec<Vec<u32>>,
+    /// What each key fills, by exact word and by prefix.
+    exact: WordMap<Fills>,
+    prefixes: WordMap<Fills>,
     /// Prefix lengths (bytes) that occur in `prefixes`, ascending.
     prefix_lens: Vec<usize>,
+}
+
+/// The slots a key fills: directly (a slot's own word) and through the
+/// shared sets that hold it (each set indexed once, however many slots
+/// list it: building the index is part of a fresh instance's first call).
+#[derive(Default)]
+struct Fills {
+    slots: Vec<u32>,
+    sets: Vec<u32>,
+}
+
+/// Appends `id` unless it is already last (one slot or set lists a key once).
+fn push_once(list: &mut Vec<u32>, id: u32) {
+    if list.last() != Some(&id) {
+        list.push(id);
+    }
 }
 
 /// A set of small ids (patterns of an [`AnchorIndex`]).
@@ -239,10 +351,13 @@ impl AnchorIndex {
             needed: Vec::new(),
             owner: Vec::new(),
             unkeyed: Vec::new(),
+            set_slots: Vec::new(),
             exact: WordMap::default(),
             prefixes: WordMap::default(),
             prefix_lens: Vec::new(),
         };
+        // Shared sets by identity, indexed on first sight.
+        let mut set_ids: HashMap<*const Words, u32> = HashMap::new();
         for p in patterns {
             let pattern = index.patterns as u32;
             index.patterns += 1;
@@ -251,29 +366,41 @@ impl AnchorIndex {
             if keys.is_empty() {
                 index.unkeyed.push(pattern);
             }
-            for (exact, prefixes) in keys {
+            for slot in keys {
                 let id = index.slots as u32;
                 index.slots += 1;
                 index.owner.push(pattern);
-                for w in exact {
-                    let list = index.exact.entry(w.to_string()).or_default();
-                    if list.last() != Some(&id) {
-                        list.push(id);
-                    }
-                }
-                for p in prefixes {
-                    let list = index.prefixes.entry(p.to_string()).or_default();
-                    if list.last() != Some(&id) {
-                        list.push(id);
-                    }
-                    if !index.prefix_lens.contains(&p.len()) {
-                        index.prefix_lens.push(p.len());
-                    }
+                index.add_keys(&slot.exact, &slot.prefixes, |f| &mut f.slots, id);
+                for set in slot.sets {
+                    let set_id = match set_ids.get(&Arc::as_ptr(set)) {
+                        Some(&s) => s,
+                        None => {
+                            let s = index.set_slots.len() as u32;
+                            index.set_slots.push(Vec::new());
+                            set_ids.insert(Arc::as_ptr(set), s);
+                            let (exact, prefixes) = set.keys().expect("keyed: checked by mandatory_keys");
+                            index.add_keys(&exact, &prefixes, |f| &mut f.sets, s);
+                            s
+                        }
+                    };
+                    push_once(&mut index.set_slots[set_id as usize], id);
                 }
             }
         }
         index.prefix_lens.sort_unstable();
         index
+    }
+
+    fn add_keys(&mut self, exact: &[&'static str], prefixes: &[&'static str], list: fn(&mut Fills) -> &mut Vec<u32>, id: u32) {
+        for &w in exact {
+            push_once(list(self.exact.entry(w).or_default()), id);
+        }
+        for &p in prefixes {
+            push_once(list(self.prefixes.entry(p).or_default()), id);
+            if !self.prefix_lens.contains(&p.len()) {
+                self.prefix_lens.push(p.len());
+            }
+        }
     }
 
     /// The patterns that can match somewhere in `tokens`: each filled slot
@@ -287,7 +414,7 @@ impl AnchorIndex {
         for &p in &self.unkeyed {
             c.insert(p as usize);
         }
-        let mut fill = |ids: &[u32]| {
+        let mut fill_slots = |ids: &[u32]| {
             for &id in ids {
                 let id = id as usize;
                 if !filled.contains(id) {
@@ -300,13 +427,19 @@ impl AnchorIndex {
                 }
             }
         };
+        let mut fill = |f: &Fills| {
+            fill_slots(&f.slots);
+            for &s in &f.sets {
+                fill_slots(&self.set_slots[s as usize]);
+            }
+        };
         for t in tokens {
-            if let Some(ids) = self.exact.get(t.as_str()) {
-                fill(ids);
+            if let Some(f) = self.exact.get(t.as_str()) {
+                fill(f);
             }
             for &n in self.prefix_lens.iter().take_while(|&&n| n <= t.len()) {
-                if let Some(ids) = t.get(..n).and_then(|p| self.prefixes.get(p)) {
-                    fill(ids);
+                if let Some(f) = t.get(..n).and_then(|p| self.prefixes.get(p)) {
+                    fill(f);
                 }
             }
         }
@@ -314,48 +447,53 @@ impl AnchorIndex {
     }
 }
 
-fn alternatives(item: &str, sets: &[(&str, &str)], source: &str) -> Alternatives {
-    let mut alts = Alternatives::default();
-    add_alternatives(&mut alts, item, sets, source);
-    for (i, alt) in alts.multi.iter().enumerate() {
-        match &alt[0] {
-            Word::Exact(w) => alts.multi_by_first.entry(w.clone()).or_default().push(i),
-            _ => alts.multi_other.push(i),
-        }
-    }
-    alts
-}
-
-fn add_alternatives(alts: &mut Alternatives, item: &str, sets: &[(&str, &str)], source: &str) {
+/// Adds the alternatives of `item` (`a|b_c|d*|@set`) to `words`, a
+/// named set's words inline.
+fn add_words(words: &mut Words, item: &'static str, sets: &'static [(&'static str, &'static str)], source: &str) {
     for alt in item.split('|') {
         if let Some(name) = alt.strip_prefix('@') {
-            let (_, list) = sets
-                .iter()
-                .find(|(n, _)| *n == name)
-                .unwrap_or_else(|| panic!("unknown set @{name} in pattern `{source}`"));
-            add_alternatives(alts, list, sets, source);
+            add_words(words, set_list(sets, name, source), sets, source);
             continue;
         }
         assert!(!alt.is_empty(), "empty alternative in pattern `{source}`");
-        let words: Vec<Word> = alt
-            .split('_')
-            .map(|w| {
-                if w == "#many" {
-                    Word::Many
-                } else if let Some(p) = w.strip_suffix('*') {
-                    Word::Prefix(p.to_string())
-                } else {
-                    Word::Exact(w.to_string())
-                }
-            })
-            .collect();
-        match <[Word; 1]>::try_from(words) {
-            Ok([Word::Exact(w)]) => {
-                alts.singles.insert(w);
+        let mut parts = alt.split('_').map(|w| {
+            if w == "#many" {
+                Word::Many
+            } else if let Some(p) = w.strip_suffix('*') {
+                Word::Prefix(p)
+            } else {
+                Word::Exact(w)
             }
-            Ok([Word::Prefix(p)]) => alts.prefixes.push(p),
-            Ok([Word::Many]) => alts.many = true,
-            Err(words) => alts.multi.push(words),
+        });
+        let first = parts.next().expect("split yields one part");
+        let rest: Vec<Word> = parts.collect();
+        if rest.is_empty() {
+            match first {
+                Word::Exact(w) => {
+                    words.singles.insert(w);
+                }
+                Word::Prefix(p) => words.prefixes.push(p),
+                Word::Many => words.many = true,
+            }
+        } else {
+            let mut multi = Vec::with_capacity(rest.len() + 1);
+            multi.push(first);
+            multi.extend(rest);
+            words.multi.push(multi);
+        }
+    }
+}
+
+impl Words {
+    /// Indexes the multi-word alternatives by their first word.
+    fn index_multi(&mut self) {
+        self.multi_by_first.clear();
+        self.multi_other.clear();
+        for (i, alt) in self.multi.iter().enumerate() {
+            match &alt[0] {
+                Word::Exact(w) => self.multi_by_first.entry(w).or_default().push(i),
+                _ => self.multi_other.push(i),
+            }
         }
     }
 }
@@ -366,18 +504,25 @@ fn is_many(token: &str) -> bool {
 
 fn word_matches(word: &Word, token: &str) -> bool {
     match word {
-        Word::Exact(w) => w == token,
-        Word::Prefix(p) => token.starts_with(p.as_str()),
+        Word::Exact(w) => *w == token,
+        Word::Prefix(p) => token.starts_with(p),
         Word::Many => is_many(token),
     }
 }
 
 impl Alternatives {
     /// The positions right after each alternative that matches at `at`.
-    fn ends(&self, tokens: &[String], at: usize) -> impl Iterator<Item = usize> {
+    fn ends<'a>(&'a self, tokens: &'a [String], at: usize) -> impl Iterator<Item = usize> + 'a {
+        self.parts().flat_map(move |w| w.ends(tokens, at))
+    }
+}
+
+impl Words {
+    /// The positions right after each of these alternatives that matches at `at`.
+    fn ends<'a>(&'a self, tokens: &'a [String], at: usize) -> impl Iterator<Item = usize> + 'a {
         let single = tokens.get(at).is_some_and(|t| {
             self.singles.contains(t.as_str())
-                || self.prefixes.iter().any(|p| t.starts_with(p.as_str()))
+                || self.prefixes.iter().any(|p| t.starts_with(p))
                 || (self.many && is_many(t))
         });
         let first = tokens.get(at).and_then(|t| self.multi_by_first.get(t.as_str()));
@@ -414,9 +559,9 @@ mod tests {
     use super::*;
     use crate::normalise::normalise;
 
-    fn m(pattern: &str, text: &str) -> bool {
-        let sets = [("person", "him|her|my_boss")];
-        let p = Pattern::compile(pattern, &sets);
+    fn m(pattern: &'static str, text: &str) -> bool {
+        const SETS: &[(&str, &str)] = &[("person", "him|her|my_boss")];
+        let p = Pattern::compile(pattern, SETS);
         normalise(text).clauses.iter().any(|c| p.find(c).is_some())
     }
 

@@ -4,7 +4,7 @@
 //! an assessment carries rule ids only.
 
 use crate::normalise::{Normalised, normalise};
-use crate::pattern::{AnchorIndex, Pattern};
+use crate::pattern::{AnchorIndex, Compiler, Pattern};
 use crate::rules::{
     self, CURRENT_MARKERS, HISTORICAL_MARKERS, NEGATION_CUES, NEGATION_STOPS, NEGATION_WINDOW,
     PSEUDO_NEGATION_NEXT, RULES, SETS,
@@ -104,39 +104,51 @@ struct Compiled {
 
 fn compiled() -> &'static Compiled {
     static COMPILED: OnceLock<Compiled> = OnceLock::new();
-    COMPILED.get_or_init(|| {
-        let all = |ps: &[&str]| ps.iter().map(|p| Pattern::compile(p, SETS)).collect::<Vec<_>>();
-        let phrases = |ps: &[&str]| {
-            ps.iter().map(|p| normalise(p).tokens().map(str::to_string).collect()).collect::<Vec<Vec<String>>>()
-        };
-        let mut next_id = 0;
-        let rules: Vec<CompiledRule> = RULES
+    COMPILED.get_or_init(compile)
+}
+
+/// Compiles the whole rule set (patterns, index, markers) once more and
+/// returns how long it took: what a fresh instance pays on its first call
+/// (`screen_cost` in tests/screening.rs prints it).
+pub fn compile_cost() -> std::time::Duration {
+    let start = std::time::Instant::now();
+    std::hint::black_box(compile());
+    start.elapsed()
+}
+
+fn compile() -> Compiled {
+    let mut compiler = Compiler::new(SETS);
+    let mut all = |ps: &'static [&'static str]| ps.iter().map(|p| compiler.compile(p)).collect::<Vec<_>>();
+    let phrases = |ps: &[&str]| {
+        ps.iter().map(|p| normalise(p).tokens().map(str::to_string).collect()).collect::<Vec<Vec<String>>>()
+    };
+    let mut next_id = 0;
+    let rules: Vec<CompiledRule> = RULES
+        .iter()
+        .map(|rule| CompiledRule {
+            rule,
+            patterns: all(rule.patterns),
+            first_id: {
+                next_id += rule.patterns.len();
+                next_id - rule.patterns.len()
+            },
+            own_negation: rule
+                .patterns
                 .iter()
-                .map(|rule| CompiledRule {
-                    rule,
-                    patterns: all(rule.patterns),
-                    first_id: {
-                        next_id += rule.patterns.len();
-                        next_id - rule.patterns.len()
-                    },
-                    own_negation: rule
-                        .patterns
-                        .iter()
-                        .map(|p| p.split(|c: char| !c.is_alphanumeric()).any(|w| NEGATION_CUES.contains(&w)))
-                        .collect(),
-                    unless: all(rule.unless),
-                    with: all(rule.with),
-                })
-                .collect();
-        let index = AnchorIndex::new(rules.iter().flat_map(|r| &r.patterns));
-        Compiled {
-            rules,
-            index,
-            imminence: rules::IMMINENCE.iter().map(|m| (m.id, all(m.patterns))).collect(),
-            historical: phrases(HISTORICAL_MARKERS),
-            current: phrases(CURRENT_MARKERS),
-        }
-    })
+                .map(|p| p.split(|c: char| !c.is_alphanumeric()).any(|w| NEGATION_CUES.contains(&w)))
+                .collect(),
+            unless: all(rule.unless),
+            with: all(rule.with),
+        })
+        .collect();
+    let index = AnchorIndex::new(rules.iter().flat_map(|r| &r.patterns));
+    Compiled {
+        rules,
+        index,
+        imminence: rules::IMMINENCE.iter().map(|m| (m.id, all(m.patterns))).collect(),
+        historical: phrases(HISTORICAL_MARKERS),
+        current: phrases(CURRENT_MARKERS),
+    }
 }
 
 /// Compiles the rule set now (otherwise the first call pays for it).
