@@ -424,6 +424,36 @@ fn sqlite_ungranted_database_is_access_denied() {
     assert_refused(status, &body, "access-denied");
 }
 
+/// `PRAGMA synchronous` belongs to the guest's connection, as in SQLite: a
+/// connection starts at FULL (2), may lower itself, and its writes still
+/// commit; the next connection starts at FULL again.
+#[test]
+fn sqlite_synchronous_pragma_is_per_connection() {
+    let h = host();
+    let (status, body) = h.post_json(
+        "/api/sql/default",
+        &json!({"statements": [
+            {"sql": "PRAGMA synchronous"},
+            {"sql": "PRAGMA synchronous = NORMAL"},
+            {"sql": "pragma main.synchronous;"},
+            {"sql": "CREATE TABLE IF NOT EXISTS relaxed_t (x INTEGER)"},
+            {"sql": "INSERT INTO relaxed_t VALUES (?)", "params": [7]},
+            {"sql": "SELECT count(*) FROM relaxed_t WHERE x = 7"},
+        ]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = &body["results"];
+    assert_eq!(r[0]["rows"], json!([[2]]), "{body}");
+    assert_eq!(r[2]["rows"], json!([[1]]), "{body}");
+    assert_eq!(r[4]["changes"], 1, "{body}");
+    assert!(r[5]["rows"][0][0].as_i64().unwrap() >= 1, "{body}");
+    let (status, body) = h.post_json("/api/sql/default", &json!({"sql": "PRAGMA synchronous"}));
+    assert_eq!((status, &body["results"][0]["rows"]), (200, &json!([[2]])), "a new connection starts at FULL: {body}");
+    let (status, body) = h.post_json("/api/sql/default", &json!({"sql": "PRAGMA synchronous = sometimes"}));
+    assert_refused(status, &body, "io");
+    assert!(body.to_string().contains("OFF, NORMAL, FULL or EXTRA"), "{body}");
+}
+
 #[test]
 fn sqlite_bad_sql_is_an_error_not_a_crash() {
     let h = host();

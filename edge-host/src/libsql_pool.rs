@@ -29,6 +29,14 @@
 //! one invalidation of the other connections' page caches then serve a
 //! whole batch instead of one each, which under concurrent writers cost
 //! more than the statements.
+//!
+//! A guest connection may lower its own durability with SQLite's own
+//! `PRAGMA synchronous` (see [`synchronous_pragma`]): at `NORMAL` or `OFF`
+//! its writes are answered once committed, without waiting for the group
+//! fsync. That is SQLite's meaning of `synchronous=NORMAL` in WAL mode: a
+//! commit survives the process crashing (the WAL is in the OS's hands) and
+//! may be lost to a power cut until the next fsync (the next durable write's
+//! or a checkpoint's). The pooled connections themselves never change level.
 
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -120,6 +128,9 @@ pub struct Written {
 struct QueuedWrite {
     sql: String,
     params: Vec<libsql::Value>,
+    /// Answer only once the commit is on disk (the guest connection's
+    /// `synchronous` is `FULL` or `EXTRA`); otherwise once committed.
+    durable: bool,
     reply: tokio::sync::oneshot::Sender<Result<Written, String>>,
 }
 
@@ -368,17 +379,17 @@ impl DbPool {
     }
 
     /// Runs `sql` (one [`batchable`] statement, outside any transaction)
-    /// through the batch writer and answers once its batch is committed and
-    /// on disk. The statement's own error (a constraint, a bad parameter)
-    /// is its alone: it is rolled back to its savepoint and the rest of the
-    /// batch commits.
-    pub async fn write_batched(&self, sql: String, params: Vec<libsql::Value>) -> Result<Written, String> {
+    /// through the batch writer and answers once its batch is committed and,
+    /// if `durable`, on disk. The statement's own error (a constraint, a bad
+    /// parameter) is its alone: it is rolled back to its savepoint and the
+    /// rest of the batch commits.
+    pub async fn write_batched(&self, sql: String, params: Vec<libsql::Value>, durable: bool) -> Result<Written, String> {
         let Some(queue) = &self.batch else {
             return Err("this database has no batch writer".into());
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         queue
-            .send(QueuedWrite { sql, params, reply })
+            .send(QueuedWrite { sql, params, durable, reply })
             .map_err(|_| "the database's batch writer has stopped".to_string())?;
         answer.await.map_err(|_| "the database's batch writer has stopped".to_string())?
     }
@@ -439,7 +450,8 @@ impl DbPool {
 /// The batch writer of a local WAL database: takes every statement queued
 /// since its last batch, runs them in one transaction on its own
 /// connection while holding the writer turn, and answers each once the
-/// commit is on disk. The next batch gathers while this one syncs: the
+/// commit is on disk (a statement from a connection at `synchronous=NORMAL`
+/// once committed). The next batch gathers while this one syncs: the
 /// slower the disk, the larger the batches.
 async fn batch_writer(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<QueuedWrite>,
@@ -456,35 +468,63 @@ async fn batch_writer(
         {
             batch.push(next);
         }
-        let (statements, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| ((w.sql, w.params), w.reply)).unzip();
+        let (statements, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|w| ((w.sql, w.params), (w.reply, w.durable))).unzip();
         let turn = tokio::time::timeout(BUSY_TIMEOUT, writers.clone().lock_owned()).await.ok();
         let in_use = primary.in_use.clone().lock_owned().await;
         let c = primary.conn.clone();
         let g = group.clone();
         // One trip to the blocking pool: the batch, then its fsync (the
         // connection and the writer turn are given up before the fsync).
-        let outcome = tokio::task::spawn_blocking(move || {
+        let trip = tokio::task::spawn_blocking(move || {
             let results = futures::executor::block_on(run_batch(&c, statements));
             drop(in_use);
             drop(turn);
-            let results = results?;
-            g.durable_blocking().map_err(|e| format!("{e:#}"))?;
-            Ok::<_, String>(results)
-        })
-        .await
-        .unwrap_or_else(|_| Err("the batch transaction panicked".into()));
-        let results = match outcome {
-            Ok(results) => results,
-            Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
-        };
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result); // a caller that went away needs no answer
+            answer_batch(&g, replies, results);
+        });
+        if trip.await.is_err() {
+            // The replies went with the panicking closure: their callers
+            // see the batch writer gone, and it carries on for the rest.
+            tracing::error!("a batch transaction panicked");
         }
         since_checkpoint += 1;
         if since_checkpoint >= CHECKPOINT_EVERY {
             since_checkpoint = 0;
             checkpointer.start();
         }
+    }
+}
+
+/// A batch's replies: `(answer channel, durable)` per statement.
+type Replies = Vec<(tokio::sync::oneshot::Sender<Result<Written, String>>, bool)>;
+
+/// Answers a committed (or failed) batch: statements that need only the
+/// commit at once, the others after a group fsync (see
+/// [`GroupSync::durable_blocking`]), which is skipped when none needs it.
+fn answer_batch(group: &GroupSync, replies: Replies, results: Result<Vec<Result<Written, String>>, String>) {
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.clone())); // a caller that went away needs no answer
+            }
+            return;
+        }
+    };
+    let mut waiting = Vec::new();
+    for ((reply, durable), result) in replies.into_iter().zip(results) {
+        if durable {
+            waiting.push((reply, result));
+        } else {
+            let _ = reply.send(result);
+        }
+    }
+    if waiting.is_empty() {
+        return;
+    }
+    let synced = group.durable_blocking().map_err(|e| format!("{e:#}"));
+    for (reply, result) in waiting {
+        let _ = reply.send(synced.clone().and(result));
     }
 }
 
@@ -575,6 +615,80 @@ pub fn batchable(sql: &str) -> bool {
     ["insert", "update", "delete", "replace"].iter().any(|k| word.eq_ignore_ascii_case(k))
 }
 
+/// A `PRAGMA synchronous` statement on the main schema, which the sqlite
+/// factor keeps per guest connection instead of running it on a pooled one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynchronousPragma {
+    /// `PRAGMA synchronous`: asks the level.
+    Query,
+    /// `PRAGMA synchronous = <level>`.
+    Set(Synchronous),
+    /// `PRAGMA synchronous = <something else>`.
+    Invalid,
+}
+
+/// SQLite's `synchronous` levels, as it numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Synchronous {
+    Off = 0,
+    Normal = 1,
+    Full = 2,
+    Extra = 3,
+}
+
+impl Synchronous {
+    /// Whether a commit is answered only once it is on disk.
+    pub fn waits_for_disk(self) -> bool {
+        self >= Synchronous::Full
+    }
+
+    fn parse(value: &str) -> Option<Synchronous> {
+        let v = value.trim_matches(|c| c == '\'' || c == '"');
+        Some(match v.to_ascii_lowercase().as_str() {
+            "0" | "off" => Synchronous::Off,
+            "1" | "normal" => Synchronous::Normal,
+            "2" | "full" => Synchronous::Full,
+            "3" | "extra" => Synchronous::Extra,
+            _ => return None,
+        })
+    }
+}
+
+/// Recognises `PRAGMA [main.]synchronous`, `PRAGMA synchronous = x` and
+/// `PRAGMA synchronous(x)` (any case, comments and one trailing `;`
+/// allowed). Anything else, another schema's included, is `None` and runs
+/// as it is.
+pub fn synchronous_pragma(sql: &str) -> Option<SynchronousPragma> {
+    if !leading_keyword(sql).eq_ignore_ascii_case("pragma") {
+        return None;
+    }
+    let s = skip_comments(sql);
+    let rest = s["pragma".len()..].trim_start();
+    let rest = match rest.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("main.") => &rest[5..],
+        _ => rest,
+    };
+    let name = rest.get(..11)?;
+    if !name.eq_ignore_ascii_case("synchronous") {
+        return None;
+    }
+    let rest = rest[11..].trim();
+    let rest = rest.strip_suffix(';').unwrap_or(rest).trim_end();
+    if rest.is_empty() {
+        return Some(SynchronousPragma::Query);
+    }
+    let value = if let Some(v) = rest.strip_prefix('=') {
+        v.trim()
+    } else if let Some(v) = rest.strip_prefix('(').and_then(|v| v.strip_suffix(')')) {
+        v.trim()
+    } else if rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        return None; // a longer name (`synchronous_x`)
+    } else {
+        return Some(SynchronousPragma::Invalid);
+    };
+    Some(Synchronous::parse(value).map_or(SynchronousPragma::Invalid, SynchronousPragma::Set))
+}
+
 /// Whether `sql` may set the connection's last inserted rowid.
 pub fn may_insert(sql: &str) -> bool {
     let word = leading_keyword(sql);
@@ -583,6 +697,13 @@ pub fn may_insert(sql: &str) -> bool {
 
 /// The first word of `sql`, comments and whitespace skipped.
 fn leading_keyword(sql: &str) -> &str {
+    let s = skip_comments(sql);
+    let end = s.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(s.len());
+    &s[..end]
+}
+
+/// `sql` from its first word on (leading whitespace and comments skipped).
+fn skip_comments(sql: &str) -> &str {
     let mut s = sql;
     loop {
         s = s.trim_start();
@@ -594,8 +715,7 @@ fn leading_keyword(sql: &str) -> &str {
             break;
         }
     }
-    let end = s.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(s.len());
-    &s[..end]
+    s
 }
 
 /// Runs a PRAGMA and returns the first column of its first row as text.
@@ -655,15 +775,19 @@ mod tests {
         assert!(pool.batches_writes() && pool.has_primary());
         let conn = pool.get().await.unwrap();
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)", ()).await.unwrap();
+        for j in 0..8 {
+            conn.execute("INSERT INTO t (id, name) VALUES (?1, ?2)", (j + 1, format!("taken{j}"))).await.unwrap();
+        }
         pool.put(conn);
-        // 64 writers at once (so batches form), every 8th a duplicate name.
+        // 64 writers at once (so batches form), every 8th a name already
+        // taken (before them all, so that the order they run in is free).
         let writers: Vec<_> = (0..64i64)
             .map(|i| {
                 let pool = pool.clone();
                 tokio::spawn(async move {
-                    let name = if i % 8 == 7 { format!("n{}", i - 1) } else { format!("n{i}") };
+                    let name = if i % 8 == 7 { format!("taken{}", i / 8) } else { format!("n{i}") };
                     let sql = "INSERT INTO t (id, name) VALUES (?1, ?2)".to_string();
-                    (i, pool.write_batched(sql, vec![libsql::Value::Integer(i + 1000), libsql::Value::Text(name)]).await)
+                    (i, pool.write_batched(sql, vec![libsql::Value::Integer(i + 1000), libsql::Value::Text(name)], true).await)
                 })
             })
             .collect();
@@ -678,15 +802,69 @@ mod tests {
             }
         }
         let (_, rows) = pool.read_on_primary("SELECT count(*) FROM t", vec![]).await.unwrap().unwrap();
-        assert_eq!(rows[0][0], libsql::Value::Integer(56), "every statement but the duplicates committed");
+        assert_eq!(rows[0][0], libsql::Value::Integer(8 + 56), "every statement but the duplicates committed");
         let g = pool.group.as_ref().unwrap();
         assert!(g.synced.load(Ordering::SeqCst) >= 1, "the batches were fsynced");
-        let w = pool.write_batched("UPDATE t SET name = name || 'x' WHERE id >= 1010".into(), vec![]).await.unwrap();
+        let w = pool.write_batched("UPDATE t SET name = name || 'x' WHERE id >= 1010".into(), vec![], true).await.unwrap();
         assert_eq!((w.changes, w.inserted_rowid), (47, None));
         // A fresh connection sees what the batches committed.
         let fresh = pool.get().await.unwrap();
         let (_, rows) = fresh.run("SELECT count(*) FROM t WHERE name LIKE '%x'", vec![]).await.unwrap();
         assert_eq!(rows[0][0], libsql::Value::Integer(47));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn synchronous_pragmas() {
+        use SynchronousPragma::*;
+        for (sql, want) in [
+            ("PRAGMA synchronous", Some(Query)),
+            ("  pragma MAIN.Synchronous ;", Some(Query)),
+            ("PRAGMA synchronous = NORMAL", Some(Set(Synchronous::Normal))),
+            ("-- relaxed\nPRAGMA synchronous=1;", Some(Set(Synchronous::Normal))),
+            ("PRAGMA synchronous('off')", Some(Set(Synchronous::Off))),
+            ("PRAGMA main.synchronous = full", Some(Set(Synchronous::Full))),
+            ("PRAGMA synchronous = 3", Some(Set(Synchronous::Extra))),
+            ("PRAGMA synchronous = sometimes", Some(Invalid)),
+            ("PRAGMA synchronous = 7", Some(Invalid)),
+            ("PRAGMA synchronous; DROP TABLE t", Some(Invalid)),
+            ("PRAGMA temp.synchronous = 0", None),
+            ("PRAGMA synchronousx = 0", None),
+            ("PRAGMA journal_mode", None),
+            ("SELECT synchronous FROM t", None),
+            ("PRAGMA sync", None),
+        ] {
+            assert_eq!(synchronous_pragma(sql), want, "{sql}");
+        }
+        assert!(Synchronous::Full.waits_for_disk() && Synchronous::Extra.waits_for_disk());
+        assert!(!Synchronous::Normal.waits_for_disk() && !Synchronous::Off.waits_for_disk());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relaxed_writes_are_answered_without_an_fsync() {
+        let dir = std::env::temp_dir().join(format!("libsql-pool-relaxed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = Arc::new(DbPool::open_local(&dir.join("t.db")).await.unwrap());
+        let conn = pool.get().await.unwrap();
+        conn.execute("CREATE TABLE c (k TEXT PRIMARY KEY, n INTEGER NOT NULL)", ()).await.unwrap();
+        pool.put(conn);
+        let g = pool.group.clone().unwrap();
+        let upsert = "INSERT INTO c (k, n) VALUES ('hits', 1) ON CONFLICT(k) DO UPDATE SET n = n + 1";
+        let writers: Vec<_> = (0..32)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.write_batched(upsert.into(), vec![], false).await.map(|w| w.changes) })
+            })
+            .collect();
+        for w in writers {
+            assert_eq!(w.await.unwrap(), Ok(1));
+        }
+        assert_eq!(g.commits.load(Ordering::SeqCst), 0, "no relaxed write waited for an fsync");
+        let (_, rows) = pool.read_on_primary("SELECT n FROM c", vec![]).await.unwrap().unwrap();
+        assert_eq!(rows[0][0], libsql::Value::Integer(32), "every relaxed write committed");
+        // A durable write after them is fsynced, and so are they with it.
+        pool.write_batched(upsert.into(), vec![], true).await.unwrap();
+        assert!(g.synced.load(Ordering::SeqCst) >= 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -30,18 +30,19 @@ use wasmtime_wasi_http::handler::{
     WorkerState, WorkerStatus,
 };
 
-/// Per-request limits.
+/// Per-request limits, and how long an instance lives.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
     pub max_body_bytes: usize,
     pub timeout: Duration,
+    /// Requests an instance serves before it is replaced, bounding
+    /// whatever state a guest accumulates (1 = a fresh instance per
+    /// request, as on Spin).
+    pub max_instance_reuse: usize,
 }
 
 type HostBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
-/// Instances serve this many requests before they are replaced, bounding
-/// whatever state a guest accumulates.
-const MAX_REUSE: usize = 1000;
 /// An idle instance is dropped after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -63,7 +64,11 @@ impl HandlerState for ComponentHandler {
             proxy: Proxy::P3(service),
             view: |s: &mut InstanceState| s.http(),
             expiration: Expiry::new(self.limits.timeout),
-            state: Worker { component: self.component.id.clone(), timeout: self.limits.timeout },
+            state: Worker {
+                component: self.component.id.clone(),
+                timeout: self.limits.timeout,
+                max_reuse: self.limits.max_instance_reuse,
+            },
         })
     }
 }
@@ -71,6 +76,7 @@ impl HandlerState for ComponentHandler {
 struct Worker {
     component: String,
     timeout: Duration,
+    max_reuse: usize,
 }
 
 impl WorkerState for Worker {
@@ -80,7 +86,7 @@ impl WorkerState for Worker {
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         // One request at a time per instance: the handler starts another
         // instance when all are busy, so a slow request never delays others.
-        if total >= MAX_REUSE {
+        if total >= self.max_reuse {
             ShouldAccept::Never
         } else if concurrent == 0 {
             ShouldAccept::Yes

@@ -188,6 +188,14 @@ fn chat(root: &Path, args: EdgeArgs) -> Result<()> {
     if let Some(e) = &stats.first_error {
         println!("\nfirst failed request: {e}");
     }
+    println!(
+        "\nlatency tail, ms: p90 {:.2} p95 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        stats.percentile(90.0),
+        stats.percentile(95.0),
+        p99,
+        stats.percentile(99.9),
+        stats.percentile(100.0)
+    );
     if !stats.screen_us.is_empty() {
         let p = |q: f64| stats.screen_us[((q / 100.0 * stats.screen_us.len() as f64).ceil() as usize).clamp(1, stats.screen_us.len()) - 1];
         println!(

@@ -3,9 +3,19 @@
 //! Databases are opened once per app (a local file in the data dir by
 //! default, `:memory:` or a remote libsql server when the runtime config
 //! says so); a component may open only the labels its manifest grants.
+//!
+//! On a local file in WAL mode (group commit, see [`crate::libsql_pool`])
+//! `PRAGMA synchronous` belongs to the guest's connection, as in SQLite: it
+//! is kept on the connection resource, never run on the pooled connection
+//! underneath, and decides whether that connection's writes are answered
+//! once on disk (`FULL`, the default, and `EXTRA`) or once committed
+//! (`NORMAL`, `OFF`).
 
 use crate::factors::bindings::sqlite::{self, Error, QueryResult, RowResult, Value};
-use crate::libsql_pool::{Conn, DbPool, WriteTurn, batchable, may_insert, may_write, off_runtime};
+use crate::libsql_pool::{
+    Conn, DbPool, Synchronous, SynchronousPragma, WriteTurn, batchable, may_insert, may_write, off_runtime,
+    synchronous_pragma,
+};
 use crate::runtime_config::{RuntimeConfig, SqliteDatabaseConfig};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashSet};
@@ -72,6 +82,8 @@ pub struct Connection {
     /// connection, not this one): see [`Connection::record`].
     changes: Option<u64>,
     inserted_rowid: Option<i64>,
+    /// This connection's `PRAGMA synchronous` (group-committed databases).
+    synchronous: Synchronous,
 }
 
 impl Connection {
@@ -111,7 +123,7 @@ fn pool_for(ctx: &SqliteCtx, label: &str) -> Result<Arc<DbPool>, Error> {
 
 async fn open_connection(pool: Arc<DbPool>) -> Result<Connection, Error> {
     let conn = pool.get().await.map_err(|e| io_error(format!("{e:#}")))?;
-    Ok(Connection { conn: Some(conn), pool, turn: None, changes: None, inserted_rowid: None })
+    Ok(Connection { conn: Some(conn), pool, turn: None, changes: None, inserted_rowid: None, synchronous: Synchronous::Full })
 }
 
 fn io_error(e: impl std::fmt::Display) -> Error {
@@ -144,6 +156,8 @@ struct StatementConn {
     pool: Arc<DbPool>,
     /// The resource already holds the writer turn (inside a transaction).
     holds_turn: bool,
+    /// The connection's `PRAGMA synchronous`.
+    synchronous: Synchronous,
 }
 
 /// How a statement ran, for the connection's `changes` and `last-insert-rowid`.
@@ -152,6 +166,8 @@ enum Ran {
     Here { inserts: bool },
     /// By the batch writer: its changes and the rowid it inserted, if any.
     Batched { changes: u64, inserted_rowid: Option<i64> },
+    /// `PRAGMA synchronous`, answered from the resource: its level now.
+    Synchronous(Synchronous),
 }
 
 /// What to do with the resource's writer turn after a statement.
@@ -172,9 +188,16 @@ enum TurnAfter {
 /// A data change outside any transaction goes to the database's batch
 /// writer instead (group commit, see [`DbPool::write_batched`]).
 async fn run_statement(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter, Ran) {
+    if c.pool.batches_writes()
+        && let Some(pragma) = synchronous_pragma(&statement)
+    {
+        let (result, level) = synchronous(pragma, c.synchronous);
+        return (result, TurnAfter::Keep(None), Ran::Synchronous(level));
+    }
     if c.pool.batches_writes() && !c.holds_turn && c.conn.is_autocommit() && batchable(&statement) {
         let params = params.into_iter().map(to_libsql).collect();
-        return match c.pool.write_batched(statement, params).await {
+        let durable = c.synchronous.waits_for_disk();
+        return match c.pool.write_batched(statement, params, durable).await {
             Ok(w) => {
                 let ran = Ran::Batched { changes: w.changes, inserted_rowid: w.inserted_rowid };
                 (Ok(query_result(w.answer)), TurnAfter::Release, ran)
@@ -185,6 +208,28 @@ async fn run_statement(c: StatementConn, statement: String, params: Vec<Value>) 
     let ran = Ran::Here { inserts: may_insert(&statement) };
     let (result, after) = run_statement_alone(c, statement, params).await;
     (result, after, ran)
+}
+
+/// Answers `PRAGMA synchronous` for a connection now at `level`: a query
+/// gets one row, as from SQLite; a setting returns no rows. The level
+/// after it comes back too.
+fn synchronous(pragma: SynchronousPragma, level: Synchronous) -> (Result<QueryResult, Error>, Synchronous) {
+    match pragma {
+        SynchronousPragma::Query => (
+            Ok(QueryResult {
+                columns: vec!["synchronous".into()],
+                rows: vec![RowResult { values: vec![Value::Integer(level as i64)] }],
+            }),
+            level,
+        ),
+        SynchronousPragma::Set(new) => (Ok(QueryResult { columns: Vec::new(), rows: Vec::new() }), new),
+        SynchronousPragma::Invalid => (
+            Err(Error::Io(
+                "PRAGMA synchronous takes OFF, NORMAL, FULL or EXTRA (or 0 to 3), alone in its statement".into(),
+            )),
+            level,
+        ),
+    }
 }
 
 async fn run_statement_alone(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter) {
@@ -214,9 +259,10 @@ async fn run_statement_alone(c: StatementConn, statement: String, params: Vec<Va
         return (result, TurnAfter::Keep(turn));
     }
     // Back in autocommit: whatever was written is committed; answer once
-    // it is on disk (group fsync, after giving the turn up).
+    // it is on disk (group fsync, after giving the turn up), unless the
+    // connection asked for `synchronous=NORMAL` or `OFF`.
     drop(turn);
-    if writes && let Err(e) = c.pool.durable().await {
+    if writes && c.synchronous.waits_for_disk() && let Err(e) = c.pool.durable().await {
         return (Err(io_error(format!("{e:#}"))), TurnAfter::Release);
     }
     (result, TurnAfter::Release)
@@ -224,7 +270,12 @@ async fn run_statement_alone(c: StatementConn, statement: String, params: Vec<Va
 
 impl Connection {
     fn statement_conn(&self) -> StatementConn {
-        StatementConn { conn: self.conn().clone(), pool: self.pool.clone(), holds_turn: self.turn.is_some() }
+        StatementConn {
+            conn: self.conn().clone(),
+            pool: self.pool.clone(),
+            holds_turn: self.turn.is_some(),
+            synchronous: self.synchronous,
+        }
     }
 
     fn apply(&mut self, after: TurnAfter, ran: Ran) {
@@ -254,6 +305,8 @@ impl Connection {
                     self.inserted_rowid = None;
                 }
             }
+            // A PRAGMA changes neither `changes` nor the last rowid.
+            Ran::Synchronous(level) => self.synchronous = level,
         }
     }
 

@@ -250,8 +250,8 @@ async fn get_num(kv: &Store, key: &str) -> i64 {
 }
 
 /// Counts a cache hit or miss; a failure to count never fails the chat.
-async fn count_cache(db: &edge_common::db::Db, tenant: &str, hit: bool) {
-    if let Err(e) = store::count_cache(db, tenant, hit).await {
+async fn count_cache(tenant: &str, hit: bool) {
+    if let Err(e) = store::count_cache(tenant, hit).await {
         eprintln!("chat-api: counting a cache {} failed: {}", if hit { "hit" } else { "miss" }, e.message);
     }
 }
@@ -368,7 +368,7 @@ async fn chat_completions(req: Request, cfg: &Config, db: &edge_common::db::Db, 
                 _ => None,
             },
         };
-        count_cache(db, &caller.tenant, hit.is_some()).await;
+        count_cache(&caller.tenant, hit.is_some()).await;
         if let Some(body) = hit {
             return json_reply(200, body, &[("x-cache", "hit"), ("x-context-truncated", &truncated), ("server-timing", &timing)]);
         }
