@@ -36,7 +36,9 @@
 //! fsync. That is SQLite's meaning of `synchronous=NORMAL` in WAL mode: a
 //! commit survives the process crashing (the WAL is in the OS's hands) and
 //! may be lost to a power cut until the next fsync (the next durable write's
-//! or a checkpoint's). The pooled connections themselves never change level.
+//! or a checkpoint's). The pragma is kept on the guest's connection for
+//! every local database and never runs on a pooled connection, whose level
+//! stays the pool's own (a file without WAL syncs every commit itself).
 
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -642,11 +644,11 @@ impl Synchronous {
         self >= Synchronous::Full
     }
 
+    /// A value as SQLite reads it for this pragma (its `getSafetyLevel`).
     fn parse(value: &str) -> Option<Synchronous> {
-        let v = value.trim_matches(|c| c == '\'' || c == '"');
-        Some(match v.to_ascii_lowercase().as_str() {
-            "0" | "off" => Synchronous::Off,
-            "1" | "normal" => Synchronous::Normal,
+        Some(match value {
+            "0" | "off" | "no" | "false" => Synchronous::Off,
+            "1" | "normal" | "on" | "yes" | "true" => Synchronous::Normal,
             "2" | "full" => Synchronous::Full,
             "3" | "extra" => Synchronous::Extra,
             _ => return None,
@@ -654,39 +656,50 @@ impl Synchronous {
     }
 }
 
-/// Recognises `PRAGMA [main.]synchronous`, `PRAGMA synchronous = x` and
-/// `PRAGMA synchronous(x)` (any case, comments and one trailing `;`
-/// allowed). Anything else, another schema's included, is `None` and runs
-/// as it is.
+/// Recognises `PRAGMA synchronous` in any spelling SQLite accepts: any
+/// case, comments and whitespace anywhere, a quoted or bracketed name, a
+/// `main.` schema, `= x` or `(x)`, a trailing `;`. It fails closed: a
+/// PRAGMA naming `synchronous` that is not exactly a query or a setting of
+/// the main schema is [`SynchronousPragma::Invalid`], never run, so that no
+/// guest changes the level of a pooled connection. Anything else is `None`.
 pub fn synchronous_pragma(sql: &str) -> Option<SynchronousPragma> {
     if !leading_keyword(sql).eq_ignore_ascii_case("pragma") {
         return None;
     }
-    let s = skip_comments(sql);
-    let rest = s["pragma".len()..].trim_start();
-    let rest = match rest.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("main.") => &rest[5..],
-        _ => rest,
+    let rest = &skip_comments(sql)["pragma".len()..];
+    // The statement without comments, whitespace and quoting, lower-case.
+    let mut flat = String::with_capacity(rest.len());
+    let mut s = rest;
+    while let Some(c) = s.chars().next() {
+        if let Some(r) = s.strip_prefix("--") {
+            s = r.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(r) = s.strip_prefix("/*") {
+            s = r.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            if !(c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '[' | ']')) {
+                flat.extend(c.to_lowercase());
+            }
+            s = &s[c.len_utf8()..];
+        }
+    }
+    let flat = flat.strip_suffix(';').unwrap_or(&flat);
+    let (name, value) = if let Some((n, v)) = flat.split_once('=') {
+        (n, Some(v))
+    } else if let Some((n, v)) = flat.split_once('(') {
+        (n, Some(v.strip_suffix(')').unwrap_or("\u{0}")))
+    } else {
+        (flat, None)
     };
-    let name = rest.get(..11)?;
-    if !name.eq_ignore_ascii_case("synchronous") {
+    if !name.contains("synchronous") {
         return None;
     }
-    let rest = rest[11..].trim();
-    let rest = rest.strip_suffix(';').unwrap_or(rest).trim_end();
-    if rest.is_empty() {
-        return Some(SynchronousPragma::Query);
-    }
-    let value = if let Some(v) = rest.strip_prefix('=') {
-        v.trim()
-    } else if let Some(v) = rest.strip_prefix('(').and_then(|v| v.strip_suffix(')')) {
-        v.trim()
-    } else if rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-        return None; // a longer name (`synchronous_x`)
-    } else {
+    if name != "synchronous" && name != "main.synchronous" {
         return Some(SynchronousPragma::Invalid);
-    };
-    Some(Synchronous::parse(value).map_or(SynchronousPragma::Invalid, SynchronousPragma::Set))
+    }
+    Some(match value {
+        None => SynchronousPragma::Query,
+        Some(v) => Synchronous::parse(v).map_or(SynchronousPragma::Invalid, SynchronousPragma::Set),
+    })
 }
 
 /// Whether `sql` may set the connection's last inserted rowid.
@@ -828,9 +841,20 @@ mod tests {
             ("PRAGMA synchronous = sometimes", Some(Invalid)),
             ("PRAGMA synchronous = 7", Some(Invalid)),
             ("PRAGMA synchronous; DROP TABLE t", Some(Invalid)),
-            ("PRAGMA temp.synchronous = 0", None),
-            ("PRAGMA synchronousx = 0", None),
+            // Every spelling SQLite takes is caught (none reaches a pooled connection).
+            ("PRAGMA \"synchronous\"=OFF", Some(Set(Synchronous::Off))),
+            ("PRAGMA 'synchronous' = 0", Some(Set(Synchronous::Off))),
+            ("PRAGMA [synchronous]=0", Some(Set(Synchronous::Off))),
+            ("PRAGMA \"main\".synchronous=yes", Some(Set(Synchronous::Normal))),
+            ("PRAGMA main . synchronous = ON", Some(Set(Synchronous::Normal))),
+            ("PRAGMA/**/synchronous=false", Some(Set(Synchronous::Off))),
+            ("PRAGMA -- x\n synchronous = 2 -- full", Some(Set(Synchronous::Full))),
+            // Another schema's, or a name around it: refused, not run.
+            ("PRAGMA temp.synchronous = 0", Some(Invalid)),
+            ("PRAGMA synchronousx = 0", Some(Invalid)),
             ("PRAGMA journal_mode", None),
+            ("PRAGMA user_version = 3", None),
+            ("PRAGMA table_info('synchronous_log')", None),
             ("SELECT synchronous FROM t", None),
             ("PRAGMA sync", None),
         ] {

@@ -511,29 +511,31 @@ fn word_matches(word: &Word, token: &str) -> bool {
 }
 
 impl Alternatives {
-    /// The positions right after each alternative that matches at `at`.
+    /// The positions right after each alternative that matches at `at`: a
+    /// one-word alternative first, then the multi-word ones (the first end
+    /// that lets the rest match is the one a match reports).
     fn ends<'a>(&'a self, tokens: &'a [String], at: usize) -> impl Iterator<Item = usize> + 'a {
-        self.parts().flat_map(move |w| w.ends(tokens, at))
+        let single = tokens.get(at).is_some_and(|t| self.parts().any(|w| w.single(t)));
+        single.then_some(at + 1).into_iter().chain(self.parts().flat_map(move |w| w.multi_ends(tokens, at)))
     }
 }
 
 impl Words {
-    /// The positions right after each of these alternatives that matches at `at`.
-    fn ends<'a>(&'a self, tokens: &'a [String], at: usize) -> impl Iterator<Item = usize> + 'a {
-        let single = tokens.get(at).is_some_and(|t| {
-            self.singles.contains(t.as_str())
-                || self.prefixes.iter().any(|p| t.starts_with(p))
-                || (self.many && is_many(t))
-        });
+    /// Whether `token` is one of these one-word alternatives.
+    fn single(&self, t: &str) -> bool {
+        self.singles.contains(t) || self.prefixes.iter().any(|p| t.starts_with(p)) || (self.many && is_many(t))
+    }
+
+    /// The positions right after each of these multi-word alternatives that matches at `at`.
+    fn multi_ends<'a>(&'a self, tokens: &'a [String], at: usize) -> impl Iterator<Item = usize> + 'a {
         let first = tokens.get(at).and_then(|t| self.multi_by_first.get(t.as_str()));
         let candidates = first.into_iter().flatten().chain(&self.multi_other);
-        let multi = candidates.filter_map(move |&i| {
+        candidates.filter_map(move |&i| {
             let alt = &self.multi[i];
             (at + alt.len() <= tokens.len()
                 && alt.iter().zip(&tokens[at..]).all(|(w, t)| word_matches(w, t)))
             .then_some(at + alt.len())
-        });
-        single.then_some(at + 1).into_iter().chain(multi)
+        })
     }
 }
 

@@ -4,12 +4,13 @@
 //! default, `:memory:` or a remote libsql server when the runtime config
 //! says so); a component may open only the labels its manifest grants.
 //!
-//! On a local file in WAL mode (group commit, see [`crate::libsql_pool`])
-//! `PRAGMA synchronous` belongs to the guest's connection, as in SQLite: it
-//! is kept on the connection resource, never run on the pooled connection
-//! underneath, and decides whether that connection's writes are answered
-//! once on disk (`FULL`, the default, and `EXTRA`) or once committed
-//! (`NORMAL`, `OFF`).
+//! On a local database `PRAGMA synchronous` belongs to the guest's
+//! connection, as in SQLite: it is kept on the connection resource, never
+//! run on the pooled connection underneath. On a file in WAL mode (group
+//! commit, see [`crate::libsql_pool`]) it decides whether that connection's
+//! writes are answered once on disk (`FULL`, the default, and `EXTRA`) or
+//! once committed (`NORMAL`, `OFF`); elsewhere every commit syncs itself
+//! anyway. A remote database gets the statement as it is.
 
 use crate::factors::bindings::sqlite::{self, Error, QueryResult, RowResult, Value};
 use crate::libsql_pool::{
@@ -188,7 +189,7 @@ enum TurnAfter {
 /// A data change outside any transaction goes to the database's batch
 /// writer instead (group commit, see [`DbPool::write_batched`]).
 async fn run_statement(c: StatementConn, statement: String, params: Vec<Value>) -> (Result<QueryResult, Error>, TurnAfter, Ran) {
-    if c.pool.batches_writes()
+    if c.pool.is_local()
         && let Some(pragma) = synchronous_pragma(&statement)
     {
         let (result, level) = synchronous(pragma, c.synchronous);
