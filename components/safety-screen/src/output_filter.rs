@@ -64,15 +64,15 @@ pub const DIAGNOSIS_REPLACEMENT: &str = "I can't diagnose, but a qualified clini
 pub const DOSING_REPLACEMENT: &str = "I can't advise on medication or doses; please ask your prescriber or pharmacist.";
 pub const BLOCK_FALLBACK: &str = "I'm not able to help with that here. Could you tell me a bit more about how you're feeling?";
 
-struct OutRule {
+pub(crate) struct OutRule {
     id: &'static str,
     kind: FindingKind,
     description: &'static str,
-    patterns: &'static [&'static str],
-    unless: &'static [&'static str],
+    pub(crate) patterns: &'static [&'static str],
+    pub(crate) unless: &'static [&'static str],
 }
 
-const OUT_SETS: &[(&str, &str)] = &[
+pub(crate) const OUT_SETS: &[(&str, &str)] = &[
     ("dx", "depression|depressive_disorder|major_depressive_disorder|mdd|clinical_depression|postpartum_depression|\
             bipolar|bipolar_disorder|bpd|borderline|borderline_personality_disorder|ptsd|cptsd|c_ptsd|ocd|adhd|autism|\
             autistic|asperger*|schizophrenia|schizophrenic|psychosis|psychotic|anxiety_disorder|generalized_anxiety_disorder|\
@@ -93,7 +93,7 @@ const OUT_SETS: &[(&str, &str)] = &[
     ("num", "#many|1|2|3|4|5|6|7|one|two|three|four|five|six|seven|half|a_half|quarter|double|triple"),
 ];
 
-const OUT_RULES: &[OutRule] = &[
+pub(crate) const OUT_RULES: &[OutRule] = &[
     OutRule {
         id: "OUT-DX-001",
         kind: FindingKind::DiagnosisAsFact,

@@ -74,7 +74,9 @@ struct Words {
 
 /// The alternatives of one slot: its own words, and the named sets
 /// (`@person`) it lists, each compiled once and shared by every slot that
-/// names it (the rules name a few sets hundreds of times).
+/// names it (the rules name a few sets hundreds of times). The sets'
+/// multi-word alternatives (a few) are copied into `own` too, so that all
+/// of a slot's multi-word alternatives are tried in the order it lists them.
 #[derive(Debug, Clone, Default)]
 struct Alternatives {
     own: Words,
@@ -89,7 +91,7 @@ impl Alternatives {
         self.parts().any(|w| w.many)
     }
     fn len(&self) -> usize {
-        self.parts().map(|w| w.singles.len() + w.prefixes.len() + w.multi.len()).sum()
+        self.own.multi.len() + self.parts().map(|w| w.singles.len() + w.prefixes.len()).sum::<usize>()
     }
 }
 
@@ -151,6 +153,7 @@ impl Compiler {
                         self.compiled.entry(name).or_insert(Arc::new(words)).clone()
                     }
                 };
+                alts.own.multi.extend(set.multi.iter().cloned());
                 alts.shared.push(set);
             } else {
                 add_words(&mut alts.own, alt, self.sets, source);
@@ -516,7 +519,7 @@ impl Alternatives {
     /// that lets the rest match is the one a match reports).
     fn ends<'a>(&'a self, tokens: &'a [String], at: usize) -> impl Iterator<Item = usize> + 'a {
         let single = tokens.get(at).is_some_and(|t| self.parts().any(|w| w.single(t)));
-        single.then_some(at + 1).into_iter().chain(self.parts().flat_map(move |w| w.multi_ends(tokens, at)))
+        single.then_some(at + 1).into_iter().chain(self.own.multi_ends(tokens, at))
     }
 }
 
@@ -607,6 +610,69 @@ mod tests {
             }
         }
         assert!(kept < patterns.len(), "the index rules most patterns out ({kept} kept, {matched} matched)");
+    }
+
+    /// Every `@set` written out as its word list: the form every slot had
+    /// before sets were compiled once and shared.
+    fn inlined(source: &str, sets: &[(&str, &str)]) -> String {
+        fn list(alts: &str, sets: &[(&str, &str)]) -> String {
+            let expand = |a: &str| match a.strip_prefix('@') {
+                Some(name) => list(sets.iter().find(|(n, _)| *n == name).expect("known set").1, sets),
+                None => a.to_string(),
+            };
+            alts.split('|').map(expand).collect::<Vec<_>>().join("|")
+        }
+        let item = |item: &str| match item.strip_prefix('[').and_then(|i| i.strip_suffix(']')) {
+            Some(inner) => format!("[{}]", list(inner, sets)),
+            None if item.starts_with("..") => item.to_string(),
+            None => list(item, sets),
+        };
+        source.split_whitespace().map(item).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The screen's and the output filter's patterns find the same spans
+    /// (same starts, same ends) with shared sets as with every set written
+    /// out, over the labelled messages and some model-style replies.
+    #[test]
+    fn shared_sets_match_exactly_as_inlined_ones() {
+        let screen: Vec<&'static str> =
+            crate::rules::RULES.iter().flat_map(|r| r.patterns.iter().chain(r.unless).chain(r.with)).copied().collect();
+        let filter: Vec<&'static str> = crate::output_filter::OUT_RULES
+            .iter()
+            .flat_map(|r| r.patterns.iter().chain(r.unless))
+            .filter(|p| **p != "#dose")
+            .copied()
+            .collect();
+        let mut texts: Vec<String> = include_str!("../tests/screening_set.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a labelled message")["text"].as_str().expect("text").to_string())
+            .collect();
+        texts.extend(
+            ["You have depressive disorder.", "It sounds like major depressive disorder, but only a clinician can say.",
+             "Take 50mg of sertraline twice a day.", "You are clearly bipolar.", "That sounds like an anxiety disorder.",
+             "It sounds like depressive disorder to me.", "Seems like manic depressive episodes."]
+                .map(String::from),
+        );
+        let mut compared = 0;
+        for (sources, sets) in [(screen, crate::rules::SETS), (filter, crate::output_filter::OUT_SETS)] {
+            let mut compiler = Compiler::new(sets);
+            let pairs: Vec<(Pattern, Pattern)> = sources
+                .iter()
+                .map(|&p| (compiler.compile(p), Pattern::compile(Box::leak(inlined(p, sets).into_boxed_str()), &[])))
+                .collect();
+            for text in &texts {
+                for clause in &normalise(text).clauses {
+                    for (i, (shared, inline)) in pairs.iter().enumerate() {
+                        let a: Vec<Span> = shared.find_all(clause).collect();
+                        let b: Vec<Span> = inline.find_all(clause).collect();
+                        assert_eq!(a, b, "pattern `{}` on {clause:?}", sources[i]);
+                        compared += a.len();
+                    }
+                }
+            }
+        }
+        assert!(compared > 100, "the texts exercise the patterns ({compared} matches compared)");
     }
 
     #[test]
