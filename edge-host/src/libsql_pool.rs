@@ -479,15 +479,25 @@ async fn batch_writer(
         // One trip to the blocking pool: the batch, then its fsync (the
         // connection and the writer turn are given up before the fsync).
         let trip = tokio::task::spawn_blocking(move || {
-            let results = futures::executor::block_on(run_batch(&c, statements));
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                futures::executor::block_on(run_batch(&c, statements))
+            }));
+            let results = ran.unwrap_or_else(|_| {
+                // Roll back what the batch left open (its statements are
+                // then not written), and answer each caller with an error
+                // instead of dropping its reply.
+                if !c.is_autocommit() {
+                    let _ = futures::executor::block_on(c.run("ROLLBACK", vec![]));
+                }
+                tracing::error!("a batch transaction panicked");
+                Err("the batch transaction failed inside the host (see its log)".into())
+            });
             drop(in_use);
             drop(turn);
             answer_batch(&g, replies, results);
         });
         if trip.await.is_err() {
-            // The replies went with the panicking closure: their callers
-            // see the batch writer gone, and it carries on for the rest.
-            tracing::error!("a batch transaction panicked");
+            tracing::error!("answering a batch panicked");
         }
         since_checkpoint += 1;
         if since_checkpoint >= CHECKPOINT_EVERY {
