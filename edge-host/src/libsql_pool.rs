@@ -679,18 +679,12 @@ pub fn synchronous_pragma(sql: &str) -> Option<SynchronousPragma> {
     let rest = &skip_comments(sql)["pragma".len()..];
     // The statement without comments, whitespace and quoting, lower-case.
     let mut flat = String::with_capacity(rest.len());
-    let mut s = rest;
+    let mut s = skip_comments(rest);
     while let Some(c) = s.chars().next() {
-        if let Some(r) = s.strip_prefix("--") {
-            s = r.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(r) = s.strip_prefix("/*") {
-            s = r.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            if !(c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '[' | ']')) {
-                flat.extend(c.to_lowercase());
-            }
-            s = &s[c.len_utf8()..];
+        if !matches!(c, '"' | '\'' | '`' | '[' | ']') {
+            flat.extend(c.to_lowercase());
         }
+        s = skip_comments(&s[c.len_utf8()..]);
     }
     let flat = flat.strip_suffix(';').unwrap_or(&flat);
     let (name, value) = if let Some((n, v)) = flat.split_once('=') {

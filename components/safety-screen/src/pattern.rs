@@ -146,10 +146,10 @@ impl Compiler {
                 let set = match self.compiled.get(name) {
                     Some(set) => set.clone(),
                     None => {
+                        let (name, list) = set_entry(self.sets, name, source);
                         let mut words = Words::default();
-                        add_words(&mut words, set_list(self.sets, name, source), self.sets, source);
+                        add_words(&mut words, list, self.sets, source);
                         words.index_multi();
-                        let (name, _) = self.sets.iter().find(|(n, _)| *n == name).expect("found above");
                         self.compiled.entry(name).or_insert(Arc::new(words)).clone()
                     }
                 };
@@ -164,12 +164,9 @@ impl Compiler {
     }
 }
 
-/// The word list of set `@name`.
-fn set_list(sets: &'static [(&'static str, &'static str)], name: &str, source: &str) -> &'static str {
-    sets.iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, list)| *list)
-        .unwrap_or_else(|| panic!("unknown set @{name} in pattern `{source}`"))
+/// Set `@name`: (its name, its word list).
+fn set_entry(sets: &'static [(&'static str, &'static str)], name: &str, source: &str) -> (&'static str, &'static str) {
+    *sets.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("unknown set @{name} in pattern `{source}`"))
 }
 
 #[derive(Debug, Clone)]
@@ -216,11 +213,7 @@ impl Pattern {
             return true;
         };
         tokens.iter().any(|t| {
-            a.parts().any(|a| {
-                a.singles.contains(t.as_str())
-                    || a.prefixes.iter().any(|p| t.starts_with(p))
-                    || a.multi.iter().any(|m| m.first().is_some_and(|w| word_matches(w, t)))
-            })
+            a.parts().any(|a| a.single(t) || a.multi.iter().any(|m| m.first().is_some_and(|w| word_matches(w, t))))
         })
     }
 
@@ -455,7 +448,7 @@ impl AnchorIndex {
 fn add_words(words: &mut Words, item: &'static str, sets: &'static [(&'static str, &'static str)], source: &str) {
     for alt in item.split('|') {
         if let Some(name) = alt.strip_prefix('@') {
-            add_words(words, set_list(sets, name, source), sets, source);
+            add_words(words, set_entry(sets, name, source).1, sets, source);
             continue;
         }
         assert!(!alt.is_empty(), "empty alternative in pattern `{source}`");
